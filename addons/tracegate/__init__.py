@@ -1,0 +1,3 @@
+"""tracegate: a least-privilege gateway for AI reasoning traces."""
+
+__version__ = "0.1.0"

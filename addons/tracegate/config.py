@@ -1,0 +1,321 @@
+"""The gateway's configuration: one YAML file, validated completely before anything runs.
+
+Every model forbids unknown keys, so a typo is an error at start-up rather than a silently
+ignored policy. `load_config` turns any problem into a `ConfigError` whose message is one line
+naming the file, the key path and what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tracegate.stores.s3 import S3_READ_OPERATIONS
+
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+)
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased as the one line an operator should read."""
+
+
+def parse_size(value: int | str) -> int:
+    """Accept 1048576, '1MiB', '16 MB', '512k'."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"not a size: {value!r} (use bytes or e.g. '16MiB')")
+    number, unit = int(match.group(1)), (match.group(2) or "").upper()
+    base = 1024 if "I" in unit else 1000
+    return number * (base ** "BKMG".index(unit[0]) if unit else 1)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    # When true, requests that arrive as plaintext HTTP are refused (the listener would take both).
+    require_tls: bool = False
+    # PEM with certificate and key for the listener, handed to mitmproxy's `certs` option.
+    certificate: str | None = None
+
+
+class ProviderConfig(Strict):
+    name: str
+    issuer: str
+    audience: str
+    jwks_uri: str | None = None
+    jwks_file: str | None = None
+    algorithms: list[str] = ["RS256", "ES256"]
+    roles_claim: str = "groups"
+    subject_claim: str = "sub"
+    jwks_refresh_seconds: int = Field(600, ge=10)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _only_asymmetric(cls, algorithms: list[str]) -> list[str]:
+        if not algorithms:
+            raise ValueError("at least one algorithm is required")
+        bad = [a for a in algorithms if a not in ASYMMETRIC_ALGORITHMS]
+        if bad:
+            raise ValueError(
+                f"algorithm(s) {', '.join(bad)} not allowed; use asymmetric ones: "
+                + ", ".join(sorted(ASYMMETRIC_ALGORITHMS))
+            )
+        return algorithms
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ProviderConfig:
+        if bool(self.jwks_uri) == bool(self.jwks_file):
+            raise ValueError("set exactly one of jwks_uri or jwks_file")
+        return self
+
+
+class IdentityConfig(Strict):
+    token_header: str = "X-Tracegate-Token"
+    leeway_seconds: int = Field(30, ge=0, le=300)
+    providers: list[ProviderConfig] = Field(min_length=1)
+
+
+class CredentialsConfig(Strict):
+    """Where the gateway's own store credentials come from. Never the YAML itself."""
+
+    source: Literal["env", "file"] = "env"
+    access_key_id_env: str = "TRACEGATE_UPSTREAM_ACCESS_KEY_ID"
+    secret_access_key_env: str = "TRACEGATE_UPSTREAM_SECRET_ACCESS_KEY"
+    session_token_env: str = "TRACEGATE_UPSTREAM_SESSION_TOKEN"
+    # An AWS shared-credentials style INI file and the profile to read from it.
+    file: str | None = None
+    profile: str = "default"
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> CredentialsConfig:
+        if self.source == "file" and not self.file:
+            raise ValueError("source 'file' needs 'file: PATH'")
+        return self
+
+
+class UpstreamConfig(Strict):
+    kind: Literal["s3"]
+    endpoint: str
+    region: str = "us-east-1"
+    bucket: str
+    credentials: CredentialsConfig = CredentialsConfig()
+    verify_tls: bool = True
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, endpoint: str) -> str:
+        if not re.match(r"^https?://[^/]+$", endpoint.rstrip("/")):
+            raise ValueError("must be http(s)://host[:port] with no path")
+        return endpoint.rstrip("/")
+
+
+class LimitsConfig(Strict):
+    max_body_bytes: int = 16 * 1024 * 1024
+
+    @field_validator("max_body_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: int | str) -> int:
+        return parse_size(value)
+
+
+class MaskingConfig(Strict):
+    # The HMAC key for `hash` masks comes from this environment variable (never the YAML).
+    hash_key_env: str = "TRACEGATE_HASH_KEY"
+
+
+class AuditConfig(Strict):
+    path: str = "tracegate-audit.sqlite3"
+    batch_max_rows: int = Field(256, ge=1)
+    batch_max_wait_ms: int = Field(5, ge=0)
+
+
+MaskAction = Literal["drop", "redact", "hash", "partial"]
+
+
+class MaskRule(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$")
+    path: str
+    action: MaskAction
+    # For `partial`: how many trailing characters stay visible.
+    keep: int = Field(4, ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _jsonpath(cls, path: str) -> str:
+        return _check_jsonpath(path)
+
+
+class FieldPolicy(Strict):
+    """Which parts of each trace document a scope may see. Everything else is dropped."""
+
+    allow: Literal["all"] | list[str] = "all"
+
+    @field_validator("allow")
+    @classmethod
+    def _jsonpaths(cls, allow: Literal["all"] | list[str]) -> Literal["all"] | list[str]:
+        if isinstance(allow, list):
+            if not allow:
+                raise ValueError("an empty allow-list would return nothing; list paths or 'all'")
+            for path in allow:
+                _check_jsonpath(path)
+        return allow
+
+
+class ScopeConfig(Strict):
+    operations: list[str] = Field(min_length=1)
+    prefixes: list[str] = Field(min_length=1)
+    fields: FieldPolicy = FieldPolicy()
+    masks: list[MaskRule] = []
+
+    @field_validator("operations")
+    @classmethod
+    def _known_operations(cls, operations: list[str]) -> list[str]:
+        unknown = [op for op in operations if op not in S3_READ_OPERATIONS]
+        if unknown:
+            raise ValueError(
+                f"unknown or non-read operation(s) {', '.join(unknown)}; allowed: "
+                + ", ".join(sorted(S3_READ_OPERATIONS))
+            )
+        return operations
+
+    @field_validator("prefixes")
+    @classmethod
+    def _clean_prefixes(cls, prefixes: list[str]) -> list[str]:
+        for prefix in prefixes:
+            if prefix.startswith("/") or ".." in prefix.split("/") or "//" in prefix:
+                raise ValueError(f"prefix {prefix!r} must be a plain key prefix like 'traces/a/'")
+        return prefixes
+
+    @model_validator(mode="after")
+    def _unique_mask_ids(self) -> ScopeConfig:
+        ids = [m.id for m in self.masks]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate mask id(s): {', '.join(dupes)}")
+        return self
+
+
+class RoleMatch(Strict):
+    """A principal has this role when the claim holds (or contains) any of these values."""
+
+    claim: str = "groups"
+    any_of: list[str] = Field(min_length=1)
+
+
+class RoleConfig(Strict):
+    description: str = ""
+    match: RoleMatch
+    default_purpose: str
+    scopes: dict[str, ScopeConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _default_has_scope(self) -> RoleConfig:
+        if self.default_purpose not in self.scopes:
+            raise ValueError(f"default_purpose {self.default_purpose!r} has no entry under scopes")
+        return self
+
+
+class PurposeConfig(Strict):
+    description: str = ""
+
+
+class GatewayConfig(Strict):
+    version: Literal[1] = 1
+    listen: ListenConfig = ListenConfig()
+    identity: IdentityConfig
+    upstream: Annotated[UpstreamConfig, Field(discriminator="kind")]
+    limits: LimitsConfig = LimitsConfig()
+    masking: MaskingConfig = MaskingConfig()
+    audit: AuditConfig = AuditConfig()
+    purposes: dict[str, PurposeConfig] = Field(min_length=1)
+    roles: dict[str, RoleConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _purposes_exist(self) -> GatewayConfig:
+        for role_name, role in self.roles.items():
+            for purpose in role.scopes:
+                if purpose not in self.purposes:
+                    raise ValueError(
+                        f"roles.{role_name}.scopes.{purpose}: purpose {purpose!r} is not "
+                        "declared under purposes"
+                    )
+        return self
+
+    def version_hash(self) -> str:
+        """A content hash of the effective config: audit rows name the policy they ran under."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _check_jsonpath(path: str) -> str:
+    from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
+    from jsonpath_ng.ext import parse
+
+    if not path.startswith("$"):
+        raise ValueError(f"JSONPath {path!r} must start with '$'")
+    try:
+        parse(path)
+    except (JsonPathLexerError, JsonPathParserError, Exception) as exc:
+        raise ValueError(f"invalid JSONPath {path!r}: {exc}") from None
+    return path
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in ("function-after", "function-before") or "[" in str(item):
+            continue
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate a config file, or raise ConfigError with a one-line message."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: (top level): expected a mapping of settings")
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{path}: {_location(first['loc'])}: {message}{extra}") from None

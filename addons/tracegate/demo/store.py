@@ -1,0 +1,142 @@
+"""A local S3 (moto server) that checks signatures, seeded with sample traces.
+
+moto skips authentication only for its first `INITIAL_NO_AUTH_ACTION_COUNT` requests: those
+create two IAM users (a seeder that may write, and the gateway that may only read), and from
+then on every request must carry a valid SigV4 signature from one of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import httpx
+from botocore.config import Config
+
+NO_AUTH_ACTIONS = 6  # 2 x (CreateUser, CreateAccessKey, PutUserPolicy)
+GATEWAY_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::{bucket}/*"},
+        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "arn:aws:s3:::{bucket}"},
+    ],
+}
+SEEDER_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": "*"}],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Keys:
+    access_key_id: str
+    secret_access_key: str
+
+
+@dataclass
+class LocalS3:
+    """A moto server process on loopback; `start()`, then `seed()`, then `stop()`."""
+
+    bucket: str = "traces"
+    region: str = "us-east-1"
+    port: int = 0
+    process: subprocess.Popen | None = None
+    gateway_keys: Keys | None = None
+    seeder_keys: Keys | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, log: Path | None = None) -> LocalS3:
+        self.port = self.port or free_port()
+        env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(NO_AUTH_ACTIONS))
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            env.pop(name, None)
+        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+        moto = Path(sys.executable).with_name("moto_server")
+        self.process = subprocess.Popen(
+            [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"moto_server exited with {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("moto_server did not start within 30 s")
+        self.seeder_keys = self._user("tracegate-seeder", SEEDER_POLICY)
+        policy = json.loads(json.dumps(GATEWAY_POLICY).replace("{bucket}", self.bucket))
+        self.gateway_keys = self._user("tracegate-gateway", policy)
+        return self
+
+    def _user(self, name: str, policy: dict) -> Keys:
+        # These three calls are within moto's unauthenticated allowance.
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id="bootstrap",
+            aws_secret_access_key="bootstrap",
+        )
+        iam.create_user(UserName=name)
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        iam.put_user_policy(UserName=name, PolicyName="access", PolicyDocument=json.dumps(policy))
+        return Keys(key["AccessKeyId"], key["SecretAccessKey"])
+
+    def client(self, keys: Keys | None = None):
+        keys = keys or self.seeder_keys
+        assert keys is not None
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=keys.access_key_id,
+            aws_secret_access_key=keys.secret_access_key,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+
+    def seed(self, objects: dict[str, tuple[bytes, str]]) -> None:
+        s3 = self.client()
+        s3.create_bucket(Bucket=self.bucket)
+        for key, (body, content_type) in objects.items():
+            s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+
+    def healthy(self) -> bool:
+        try:
+            httpx.get(self.endpoint, timeout=1)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None

@@ -1,0 +1,113 @@
+"""Sample reasoning traces for the demo and the tests: plain JSON, JSONL chat logs, OTLP/JSON.
+
+The values planted here (emails, an API key, a card number) are fake, made up for the demo.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PLANTED_EMAIL = "dana.reyes@example.com"
+PLANTED_API_KEY = "sk-demo-4f9a8c7e6d5b4a3f2e1d0c9b8a7f6e5d"
+PLANTED_CARD = "4111111111111111"
+
+
+def agent_trace(trace_id: str, team: str, user_email: str = PLANTED_EMAIL) -> dict[str, Any]:
+    return {
+        "trace_id": trace_id,
+        "team": team,
+        "created_at": "2026-11-20T09:14:03Z",
+        "model": "example-model-large",
+        "latency_ms": 4812,
+        "usage": {"input_tokens": 1834, "output_tokens": 412},
+        "user": {"id": "u-1842", "email": user_email, "name": "Dana Reyes"},
+        "metadata": {"environment": "prod", "api_key": PLANTED_API_KEY},
+        "messages": [
+            {"role": "system", "content": "You are a billing support agent."},
+            {
+                "role": "user",
+                "content": f"My card {PLANTED_CARD} was charged twice, email me at {user_email}",
+            },
+            {
+                "role": "assistant",
+                "reasoning": "The user reports a double charge; look up their last invoices.",
+                "tool_calls": [
+                    {"name": "lookup_invoices", "arguments": {"email": user_email, "limit": 2}}
+                ],
+            },
+            {
+                "role": "tool",
+                "name": "lookup_invoices",
+                "content": json.dumps([{"invoice": "INV-20931", "amount": 49.0}]),
+            },
+            {"role": "assistant", "content": "I found the duplicate charge and refunded it."},
+        ],
+    }
+
+
+def otlp_trace(trace_id: str) -> dict[str, Any]:
+    def attr(key: str, value: str) -> dict[str, Any]:
+        return {"key": key, "value": {"stringValue": value}}
+
+    messages = [{"role": "user", "parts": [{"type": "text", "content": "Summarise my invoices"}]}]
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [attr("service.name", "billing-agent")]},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "example.genai"},
+                        "spans": [
+                            {
+                                "traceId": trace_id,
+                                "spanId": "a1b2c3d4e5f60718",
+                                "name": "chat example-model-large",
+                                "attributes": [
+                                    attr("gen_ai.operation.name", "chat"),
+                                    attr("gen_ai.request.model", "example-model-large"),
+                                    attr("user.email", PLANTED_EMAIL),
+                                    attr("gen_ai.input.messages", json.dumps(messages)),
+                                    {
+                                        "key": "gen_ai.usage.input_tokens",
+                                        "value": {"intValue": "96"},
+                                    },
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+
+
+def chat_log_lines(count: int = 3) -> list[dict[str, Any]]:
+    return [
+        {
+            "trace_id": f"chat-{i:04d}",
+            "user": {"id": f"u-{100 + i}", "email": f"user{i}@example.com"},
+            "prompt": f"Question {i} about my account",
+            "reasoning": f"Step-by-step reasoning for question {i}",
+            "answer": f"Answer {i}",
+        }
+        for i in range(count)
+    ]
+
+
+def sample_objects() -> dict[str, tuple[bytes, str]]:
+    """Key -> (body, content type), for seeding a bucket."""
+    objects: dict[str, tuple[bytes, str]] = {}
+    for team in ("team-a", "team-b"):
+        for n in range(1, 4):
+            trace_id = f"tr-{team[-1]}{n:03d}"
+            body = json.dumps(agent_trace(trace_id, team), indent=2).encode()
+            objects[f"traces/{team}/{trace_id}.json"] = (body, "application/json")
+        lines = "\n".join(json.dumps(line) for line in chat_log_lines()) + "\n"
+        objects[f"traces/{team}/chats/2026-11-20.jsonl"] = (lines.encode(), "application/x-ndjson")
+    objects["traces/team-a/otel/span-0001.json"] = (
+        json.dumps(otlp_trace("4bf92f3577b34da6a3ce929d0e0e4736")).encode(),
+        "application/json",
+    )
+    objects["traces/team-a/raw/screenshot.png"] = (b"\x89PNG\r\n\x1a\nnot-a-trace", "image/png")
+    return objects

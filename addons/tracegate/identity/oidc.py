@@ -1,0 +1,230 @@
+"""OIDC bearer tokens: verified against the issuer's JWKS before anything is forwarded.
+
+Keys are fetched over HTTP (or read from a file) and cached. A token with an unknown `kid`
+triggers at most one refetch per minute per provider; every fetch is async and bounded, so a
+slow issuer delays only the flows that need a key it has not served yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from jose import jwt
+from jose.exceptions import ExpiredSignatureError, JWTClaimsError, JWTError
+
+from tracegate.config import IdentityConfig, ProviderConfig
+from tracegate.denial import Denial, unauthenticated
+from tracegate.identity.principal import Principal
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN_KID_REFETCH_SECONDS = 60.0
+FETCH_TIMEOUT_SECONDS = 3.0
+
+
+class JwksCache:
+    """The signing keys of one provider, by `kid`."""
+
+    def __init__(
+        self,
+        provider: ProviderConfig,
+        clock: Callable[[], float] = time.monotonic,
+        fetch_timeout: float = FETCH_TIMEOUT_SECONDS,
+    ) -> None:
+        self.provider = provider
+        self._clock = clock
+        self._fetch_timeout = fetch_timeout
+        self._keys: dict[str, dict[str, Any]] = {}
+        self._loaded_at: float | None = None
+        self._last_attempt: float | None = None
+        self._lock = asyncio.Lock()
+        self.last_error: str | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded_at is not None
+
+    def key_ids(self) -> list[str]:
+        return sorted(self._keys)
+
+    async def key_for(self, kid: str | None) -> dict[str, Any] | None:
+        """The JWK for `kid`, fetching only when it is unknown (rate-limited) or stale."""
+        now = self._clock()
+        stale = (
+            self._loaded_at is None or now - self._loaded_at >= self.provider.jwks_refresh_seconds
+        )
+        key = self._lookup(kid)
+        if key is not None and not stale:
+            return key
+        if key is not None:
+            # Known key, stale set: serve it and refresh without making this flow wait.
+            self._spawn_refresh()
+            return key
+        if self._last_attempt is not None and now - self._last_attempt < (
+            UNKNOWN_KID_REFETCH_SECONDS
+        ):
+            return None
+        await self.refresh()
+        return self._lookup(kid)
+
+    def _lookup(self, kid: str | None) -> dict[str, Any] | None:
+        if kid is not None:
+            return self._keys.get(kid)
+        if len(self._keys) == 1:
+            return next(iter(self._keys.values()))
+        return None
+
+    def _spawn_refresh(self) -> None:
+        if not self._lock.locked():
+            task = asyncio.get_running_loop().create_task(self.refresh())
+            task.add_done_callback(lambda t: t.exception())
+
+    async def refresh(self) -> None:
+        """Fetch the key set once; concurrent callers share the same fetch."""
+        if self._lock.locked():
+            async with self._lock:
+                return
+        async with self._lock:
+            self._last_attempt = self._clock()
+            try:
+                document = await self._read_document()
+                keys = {
+                    str(k.get("kid", f"key-{i}")): k
+                    for i, k in enumerate(document.get("keys", []))
+                    if isinstance(k, dict) and k.get("use", "sig") == "sig"
+                }
+            except Exception as exc:  # any failure leaves the old keys in place
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                logger.warning(
+                    "tracegate: JWKS fetch for provider %s failed: %s",
+                    self.provider.name,
+                    self.last_error,
+                )
+                return
+            self._keys = keys
+            self._loaded_at = self._clock()
+            self.last_error = None
+
+    async def _read_document(self) -> dict[str, Any]:
+        if self.provider.jwks_file:
+            return json.loads(Path(self.provider.jwks_file).read_text())
+        assert self.provider.jwks_uri
+        async with httpx.AsyncClient(timeout=self._fetch_timeout) as client:
+            response = await client.get(self.provider.jwks_uri)
+            response.raise_for_status()
+            return response.json()
+
+
+class TokenValidator:
+    """Turns a bearer token into a `Principal`, or raises a 401 `Denial` that says why."""
+
+    def __init__(self, identity: IdentityConfig) -> None:
+        self.identity = identity
+        self._providers = {p.issuer: p for p in identity.providers}
+        self.caches = {p.issuer: JwksCache(p) for p in identity.providers}
+
+    async def warm_up(self) -> None:
+        await asyncio.gather(*(cache.refresh() for cache in self.caches.values()))
+
+    async def validate(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.get_unverified_claims(token)
+        except JWTError:
+            raise unauthenticated("malformed token: not a signed JWT") from None
+        alg = header.get("alg")
+        issuer = unverified.get("iss")
+        provider = self._providers.get(issuer) if isinstance(issuer, str) else None
+        if provider is None:
+            raise unauthenticated(f"unknown token issuer {issuer!r}")
+        if not isinstance(alg, str) or alg not in provider.algorithms:
+            raise unauthenticated(
+                f"token algorithm {alg!r} is not allowed for issuer {provider.issuer} "
+                f"(allowed: {', '.join(provider.algorithms)})"
+            )
+        kid = header.get("kid")
+        key = await self.caches[provider.issuer].key_for(kid)
+        if key is None:
+            raise unauthenticated(f"unknown signing key (kid {kid!r}) for issuer {issuer}")
+        if key.get("alg") not in (None, alg):
+            raise unauthenticated(f"token algorithm {alg} does not match key {kid!r}")
+        claims = self._verify(token, key, alg, provider)
+        return self._principal(claims, provider)
+
+    def _verify(
+        self, token: str, key: dict[str, Any], alg: str, provider: ProviderConfig
+    ) -> dict[str, Any]:
+        try:
+            return jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=provider.audience,
+                issuer=provider.issuer,
+                options={"leeway": self.identity.leeway_seconds, "require_exp": True},
+            )
+        except ExpiredSignatureError:
+            raise unauthenticated("token expired") from None
+        except JWTClaimsError as exc:
+            raise unauthenticated(_claims_reason(str(exc), provider)) from None
+        except JWTError as exc:
+            reason = str(exc).rstrip(".") or "invalid token"
+            raise unauthenticated(f"token rejected: {reason.lower()}") from None
+
+    def _principal(self, claims: dict[str, Any], provider: ProviderConfig) -> Principal:
+        subject = claims.get(provider.subject_claim)
+        if not isinstance(subject, str) or not subject:
+            raise unauthenticated(f"token has no {provider.subject_claim!r} claim")
+        groups = claims.get(provider.roles_claim, [])
+        if isinstance(groups, str):
+            groups = [groups]
+        exp = claims.get("exp")
+        return Principal(
+            subject=subject,
+            issuer=provider.issuer,
+            provider=provider.name,
+            groups=tuple(str(g) for g in groups if isinstance(g, str | int)),
+            claims=claims,
+            expires_at=float(exp) if isinstance(exp, int | float) else None,
+        )
+
+
+def _claims_reason(message: str, provider: ProviderConfig) -> str:
+    lowered = message.lower()
+    if "audience" in lowered:
+        return f"wrong audience: token is not for {provider.audience!r}"
+    if "issuer" in lowered:
+        return f"wrong issuer: expected {provider.issuer!r}"
+    if "nbf" in lowered or "not yet valid" in lowered:
+        return "token not yet valid (nbf)"
+    return f"token claims rejected: {message}"
+
+
+def bearer_token(headers: dict[str, str], token_header: str) -> str:
+    """The token from the configured header, else from `Authorization: Bearer`."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    token = lowered.get(token_header.lower(), "").strip()
+    if token:
+        return token.removeprefix("Bearer ").strip()
+    auth = lowered.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    raise _missing_token(token_header, auth)
+
+
+def _missing_token(token_header: str, auth: str) -> Denial:
+    if auth.startswith("AWS4-HMAC-SHA256"):
+        return unauthenticated(
+            f"no identity token: AWS SDK clients must send the token in {token_header}"
+        )
+    return unauthenticated(
+        f"no identity token: send 'Authorization: Bearer <jwt>' or '{token_header}: <jwt>'"
+    )

@@ -1,0 +1,197 @@
+"""Rewrites trace documents to what one scope may see: a field allow-list, then masks.
+
+Pure and synchronous: documents in, documents and a `MaskReport` out. The allow-list is applied
+first (everything not listed is dropped), then each mask rule on what remains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonpath_ng import DatumInContext
+from jsonpath_ng.ext import parse
+
+from tracegate.config import MaskRule, ScopeConfig
+from tracegate.masking.report import MaskReport
+
+Path = tuple[str | int, ...]
+_KEEP_ALL = object()
+
+
+class BodyError(ValueError):
+    """The body cannot be masked as the kind it claims to be (not JSON, a broken line...)."""
+
+
+def _path_of(match: DatumInContext) -> Path | None:
+    """The concrete key/index path of a match, or None when it cannot be expressed as one."""
+    parts: list[str | int] = []
+    node: DatumInContext | None = match
+    while node is not None:
+        segment = node.path
+        name = type(segment).__name__
+        if name == "Fields" and len(segment.fields) == 1:
+            parts.append(segment.fields[0])
+        elif name == "Index" and len(segment.indices) == 1:
+            parts.append(segment.indices[0])
+        elif name not in ("Root", "This"):
+            return None
+        node = node.context
+    return tuple(reversed(parts))
+
+
+def _matches(expr: Any, document: Any) -> Iterator[Path]:
+    for match in expr.find(document):
+        path = _path_of(match)
+        if path is not None:
+            yield path
+
+
+@dataclass
+class _CompiledRule:
+    rule: MaskRule
+    expr: Any = field(repr=False)
+
+
+class Masker:
+    """The masking of one scope, compiled once and reused for every document."""
+
+    def __init__(self, scope: ScopeConfig, hash_key: bytes | None) -> None:
+        self.scope = scope
+        self._hash_key = hash_key
+        self._allow = (
+            None if scope.fields.allow == "all" else [parse(p) for p in scope.fields.allow]
+        )
+        self._rules = [_CompiledRule(r, parse(r.path)) for r in scope.masks]
+        if hash_key is None and any(r.action == "hash" for r in scope.masks):
+            raise ValueError("hash masks need a hash key")
+
+    # -- documents -------------------------------------------------------------------
+
+    def mask_document(self, document: Any, report: MaskReport) -> Any:
+        if self._allow is not None:
+            document = self._apply_allow_list(document, report)
+        for compiled in self._rules:
+            document = self._apply_rule(document, compiled, report)
+        return document
+
+    def _apply_allow_list(self, document: Any, report: MaskReport) -> Any:
+        trie: dict[Any, Any] = {}
+        for expr in self._allow or ():
+            for path in _matches(expr, document):
+                node = trie
+                for part in path[:-1]:
+                    nxt = node.get(part)
+                    if nxt is _KEEP_ALL:
+                        break
+                    node = node.setdefault(part, {})
+                else:
+                    if path:
+                        node[path[-1]] = _KEEP_ALL
+                    else:
+                        return document
+        return _prune(document, trie, report)
+
+    def _apply_rule(self, document: Any, compiled: _CompiledRule, report: MaskReport) -> Any:
+        rule = compiled.rule
+        paths = list(_matches(compiled.expr, document))
+        if not paths:
+            return document
+        if rule.action == "drop":
+            # Remove deepest and highest indices first so earlier removals don't shift later ones.
+            for path in sorted(paths, key=lambda p: (len(p), p[-1] if p else 0), reverse=True):
+                if path and _remove(document, path):
+                    report.add(rule.id, "drop", path)
+            return document
+        for path in paths:
+            if not path:
+                document = self._masked_value(document, rule)
+            else:
+                parent = _get(document, path[:-1])
+                parent[path[-1]] = self._masked_value(parent[path[-1]], rule)
+            report.add(rule.id, rule.action, path)
+        return document
+
+    def _masked_value(self, value: Any, rule: MaskRule) -> Any:
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        if rule.action == "redact":
+            return f"[REDACTED:{rule.id}]"
+        if rule.action == "hash":
+            assert self._hash_key is not None
+            digest = hmac.new(self._hash_key, text.encode(), hashlib.sha256).hexdigest()
+            return f"hmac:{digest[:24]}"
+        # partial: keep the last N characters, hide the rest (and its length).
+        return "****" + (text[-rule.keep :] if rule.keep else "")
+
+    # -- bodies ----------------------------------------------------------------------
+
+    def mask_json(self, body: bytes, report: MaskReport) -> bytes:
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BodyError(f"body is not valid JSON: {exc}") from None
+        masked = self.mask_document(document, report)
+        report.documents += 1
+        return json.dumps(masked, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def mask_jsonl(self, body: bytes, report: MaskReport) -> bytes:
+        out: list[bytes] = []
+        for number, line in enumerate(body.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                document = json.loads(line)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise BodyError(f"line {number} is not valid JSON: {exc}") from None
+            masked = self.mask_document(document, report)
+            report.documents += 1
+            out.append(json.dumps(masked, ensure_ascii=False, separators=(",", ":")).encode())
+        return b"\n".join(out) + (b"\n" if out else b"")
+
+    def mask_body(self, body: bytes, kind: str, report: MaskReport) -> bytes:
+        if kind == "json":
+            return self.mask_json(body, report)
+        if kind == "jsonl":
+            return self.mask_jsonl(body, report)
+        raise BodyError(f"cannot mask content of kind {kind!r}")
+
+
+def _get(document: Any, path: Path) -> Any:
+    for part in path:
+        document = document[part]
+    return document
+
+
+def _remove(document: Any, path: Path) -> bool:
+    try:
+        parent = _get(document, path[:-1])
+        del parent[path[-1]]
+    except (KeyError, IndexError, TypeError):
+        return False
+    return True
+
+
+def _prune(node: Any, trie: Any, report: MaskReport, path: Path = ()) -> Any:
+    if trie is _KEEP_ALL:
+        return node
+    if isinstance(node, dict):
+        kept = {}
+        for key, value in node.items():
+            if key in trie:
+                kept[key] = _prune(value, trie[key], report, (*path, key))
+            else:
+                report.add("fields.allow", "drop", (*path, key))
+        return kept
+    if isinstance(node, list):
+        kept_items = []
+        for index, value in enumerate(node):
+            if index in trie:
+                kept_items.append(_prune(value, trie[index], report, (*path, index)))
+            else:
+                report.add("fields.allow", "drop", (*path, index))
+        return kept_items
+    return node

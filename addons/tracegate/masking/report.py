@@ -1,0 +1,46 @@
+"""What masking did to one flow: counts per rule and a sample of paths, never the values."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_PATHS_PER_RULE = 20
+
+
+def _render(path: tuple[str | int, ...]) -> str:
+    out = "$"
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+@dataclass
+class MaskReport:
+    counts: Counter[str] = field(default_factory=Counter)
+    actions: dict[str, str] = field(default_factory=dict)
+    paths: dict[str, list[str]] = field(default_factory=dict)
+    documents: int = 0
+    listing_removed: int = 0
+
+    def add(self, rule_id: str, action: str, path: tuple[str | int, ...]) -> None:
+        self.counts[rule_id] += 1
+        self.actions[rule_id] = action
+        sample = self.paths.setdefault(rule_id, [])
+        if len(sample) < MAX_PATHS_PER_RULE:
+            sample.append(_render(path))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values()) + self.listing_removed
+
+    def to_dict(self) -> dict[str, Any]:
+        rules = {
+            rule: {"action": self.actions[rule], "count": n, "paths": self.paths.get(rule, [])}
+            for rule, n in sorted(self.counts.items())
+        }
+        out: dict[str, Any] = {"documents": self.documents, "rules": rules}
+        if self.listing_removed:
+            out["listing_removed"] = self.listing_removed
+        return out

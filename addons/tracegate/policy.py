@@ -1,0 +1,97 @@
+"""Least privilege: which role and purpose a request acts under, and whether its access fits.
+
+Plain functions over the config, a `Principal` and an `Access`; the gateway, the CLI and the
+tests all decide through `decide`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tracegate.config import GatewayConfig, ScopeConfig
+from tracegate.denial import Denial, forbidden
+from tracegate.identity.principal import Principal
+from tracegate.stores.s3 import Access, key_in_scope, prefix_overlaps
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What an allowed request may see: the scope of its role and purpose."""
+
+    role: str
+    purpose: str
+    scope: ScopeConfig
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+    grant: Grant
+
+
+def roles_of(principal: Principal, config: GatewayConfig) -> list[str]:
+    """Every configured role whose claim match holds for this principal."""
+    matched = []
+    for name, role in config.roles.items():
+        values = set(principal.claim_values(role.match.claim))
+        if role.match.claim == "groups" and not values:
+            values = set(principal.groups)
+        if values & set(role.match.any_of):
+            matched.append(name)
+    return matched
+
+
+def choose_role(principal: Principal, config: GatewayConfig, requested: str | None) -> str:
+    roles = roles_of(principal, config)
+    if not roles:
+        raise forbidden(f"subject {principal.subject!r} has no tracegate role")
+    if requested:
+        if requested not in roles:
+            raise forbidden(f"role {requested!r} is not granted to {principal.subject!r}")
+        return requested
+    if len(roles) > 1:
+        raise forbidden(
+            f"several roles apply ({', '.join(roles)}); choose one with X-Tracegate-Role"
+        )
+    return roles[0]
+
+
+def decide(
+    principal: Principal,
+    config: GatewayConfig,
+    access: Access,
+    purpose: str | None = None,
+    role: str | None = None,
+) -> Decision:
+    """Allow the access under one role and purpose, or raise a Denial naming the reason."""
+    role_name = choose_role(principal, config, role)
+    role_config = config.roles[role_name]
+    purpose = purpose or role_config.default_purpose
+    if purpose not in role_config.scopes:
+        raise forbidden(
+            f"purpose {purpose!r} is not allowed for role {role_name!r} "
+            f"(allowed: {', '.join(role_config.scopes)})"
+        )
+    scope = role_config.scopes[purpose]
+    grant = Grant(role_name, purpose, scope)
+    if access.operation not in scope.operations:
+        raise forbidden(
+            f"{access.operation} is not allowed for role {role_name!r} with purpose {purpose!r}"
+        )
+    _check_resource(access, scope, role_name)
+    return Decision(True, f"{access.operation} within {role_name}/{purpose} scope", grant)
+
+
+def _check_resource(access: Access, scope: ScopeConfig, role: str) -> None:
+    if access.key is not None and not key_in_scope(access.key, scope.prefixes):
+        raise _outside(f"key {access.key!r}", scope, role)
+    if access.prefix is not None and not prefix_overlaps(access.prefix, scope.prefixes):
+        raise _outside(f"prefix {access.prefix!r}", scope, role)
+
+
+def _outside(what: str, scope: ScopeConfig, role: str) -> Denial:
+    return forbidden(
+        f"{what} is outside the scope of role {role!r} (allowed prefixes: "
+        f"{', '.join(scope.prefixes)})"
+    )

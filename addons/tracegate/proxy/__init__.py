@@ -1,0 +1,71 @@
+"""The thin mitmproxy layer: one addon per step, each its own chain entry, the Guard last.
+
+`gateway_addons` is what `tracegate run` registers on its master. `attach` is what the `-s`
+script calls: it registers the same addons directly on the master (so they are not hot-reloaded
+with the script) and `detach` puts the gateway in lockdown while the script is unloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from mitmproxy import hooks
+
+from tracegate.proxy.auditrecorder import AuditRecorder
+from tracegate.proxy.configloader import ConfigLoader
+from tracegate.proxy.guard import Guard
+from tracegate.proxy.optionslock import OptionsLock
+from tracegate.proxy.requestgate import RequestGate
+from tracegate.proxy.responsefilter import ResponseFilter
+from tracegate.proxy.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+SCRIPT_UNLOADED = (
+    "the tracegate script is unloaded (a reload failed?); fix it or restart the gateway"
+)
+
+
+def gateway_addons(runtime: Runtime) -> list[object]:
+    return [
+        ConfigLoader(runtime),
+        OptionsLock(runtime),
+        RequestGate(runtime),
+        ResponseFilter(runtime),
+        AuditRecorder(runtime),
+        Guard(runtime),
+    ]
+
+
+def attach(master) -> Runtime:
+    """Install the gateway on a master once; later script (re)loads just lift the lockdown."""
+    guard = master.addons.get(Guard.name)
+    if guard is not None:
+        guard.runtime.lockdown = None
+        logger.info("tracegate: script reloaded; gateway addons already installed")
+        return guard.runtime
+    runtime = Runtime()
+    addons = gateway_addons(runtime)
+    master.addons.add(*addons)
+    # Options set before these addons existed (e.g. --set tracegate_config) reach them now.
+    updated = set(master.options.keys())
+    for addon in addons:
+        master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(updated))
+    scriptloader = master.addons.get("scriptloader")
+    if scriptloader is not None and getattr(scriptloader, "is_running", False):
+        for addon in addons:
+            if not hasattr(addon, "running"):
+                continue
+            result = addon.running()
+            if result is not None:  # async running hooks: schedule, do not block the load
+                asyncio.get_running_loop().create_task(result)
+    return runtime
+
+
+def detach(master) -> None:
+    guard = master.addons.get(Guard.name)
+    if guard is not None:
+        guard.runtime.lockdown = SCRIPT_UNLOADED
+        if not master.should_exit.is_set():
+            logger.error("tracegate: %s", SCRIPT_UNLOADED)

@@ -1,0 +1,43 @@
+"""Answering a flow with a denial, the one way every addon does it."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from mitmproxy import http
+
+from tracegate.denial import Denial
+from tracegate.gateway import json_error
+from tracegate.proxy import flowbridge
+from tracegate.proxy.runtime import FlowState
+
+logger = logging.getLogger(__name__)
+
+
+def deny(flow: http.HTTPFlow, state: FlowState, denial: Denial) -> None:
+    """Replace whatever the flow holds with the refusal; the store's bytes are discarded."""
+    state.exchange.deny(denial)
+    state.forwarded = False
+    state.answered = True
+    answer = state.gateway.render_denial(state.exchange, denial)
+    state.safe_response = flowbridge.apply(flow, answer)
+    state.exchange.returned(b"" if answer.head else answer.body, answer.status)
+    flow.comment = f"tracegate: deny ({denial.status} {denial.code}): {denial.reason}"
+
+
+def bare_denial(flow: http.HTTPFlow, denial: Denial) -> None:
+    """A refusal when no gateway is loaded at all (no config yet, or the script is gone)."""
+    body = json_error(denial, flow.id)
+    flow.response = http.Response.make(
+        denial.status,
+        body,
+        {
+            "content-type": "application/json",
+            "x-tracegate-decision": "deny",
+            "x-tracegate-reason": denial.reason[:300],
+            "cache-control": "no-store",
+        },
+    )
+    flow.comment = f"tracegate: deny ({denial.status}): {denial.reason}"
+    logger.warning("tracegate: %s", json.loads(body)["error"]["reason"])

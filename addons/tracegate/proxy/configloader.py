@@ -1,0 +1,48 @@
+"""Declares `tracegate_config` and loads it; an invalid file is refused, the old one stays."""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy import ctx, exceptions
+
+from tracegate.config import ConfigError
+from tracegate.proxy.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigLoader:
+    name = "tracegate_config_loader"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "tracegate_config", str, "", "Path of the tracegate YAML config (required)."
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "tracegate_config" not in updated:
+            return
+        path = ctx.options.tracegate_config
+        if not path:
+            if self.runtime.gateway is None:
+                raise exceptions.OptionsError("tracegate: set tracegate_config=PATH")
+            return
+        try:
+            self.runtime.load(path)
+        except ConfigError as exc:
+            logger.error("tracegate: config rejected: %s", exc)
+            raise exceptions.OptionsError(f"tracegate: {exc}") from None
+        except Exception as exc:
+            logger.error("tracegate: cannot start with %s: %s", path, exc)
+            raise exceptions.OptionsError(f"tracegate: {path}: {exc}") from None
+
+    async def running(self) -> None:
+        if self.runtime.gateway is not None:
+            await self.runtime.gateway.validator.warm_up()
+
+    def done(self) -> None:
+        self.runtime.close()

@@ -1,0 +1,60 @@
+"""Translation between mitmproxy flows and the core's plain request/response types."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from tracegate.gateway import ClientResponse, IncomingRequest, UpstreamRequest
+
+
+def incoming(flow: http.HTTPFlow) -> IncomingRequest:
+    request = flow.request
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items(multi=True):
+        headers.setdefault(name.lower(), value)
+    absolute = request.http_version.startswith("HTTP/1") and bool(request.authority)
+    return IncomingRequest(
+        method=request.method,
+        path=request.path.split("?", 1)[0],
+        query=tuple(request.query.items(multi=True)),
+        headers=headers,
+        tls=flow.client_conn.tls_established,
+        absolute_form=absolute,
+        client=f"{flow.client_conn.peername[0]}" if flow.client_conn.peername else "",
+    )
+
+
+def send_upstream(flow: http.HTTPFlow, upstream: UpstreamRequest) -> None:
+    """Point the flow at the store with exactly the headers the gateway signed."""
+    request = flow.request
+    request.method = upstream.method
+    request.scheme = upstream.scheme
+    request.host = upstream.host
+    request.port = upstream.port
+    request.path = upstream.path
+    request.authority = ""
+    request.headers.clear()
+    for name, value in upstream.headers.items():
+        request.headers[name] = value
+    request.content = b""
+
+
+def apply(flow: http.HTTPFlow, answer: ClientResponse) -> http.Response:
+    """Install the gateway's answer as the flow's response and return it."""
+    if flow.response is None or answer.replace_headers:
+        response = http.Response.make(answer.status, b"", {})
+        response.headers.clear()
+        flow.response = response
+    response = flow.response
+    response.status_code = answer.status
+    response.reason = ""
+    for name, value in answer.headers.items():
+        if value is None:
+            response.headers.pop(name, None)
+        else:
+            response.headers[name] = value
+    response.headers.pop("transfer-encoding", None)
+    # A HEAD answer describes the body it would have sent: its length, but no bytes.
+    response.raw_content = b"" if answer.head else answer.body
+    response.headers["content-length"] = str(len(answer.body))
+    return response

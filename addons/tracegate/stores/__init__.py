@@ -1,0 +1,1 @@
+"""Store adapters: what a request asks of a store, and how to answer in that store's terms."""

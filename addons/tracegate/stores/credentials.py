@@ -1,0 +1,48 @@
+"""The gateway's own store credentials: from the environment or a file, never from the YAML."""
+
+from __future__ import annotations
+
+import configparser
+import os
+from pathlib import Path
+
+from botocore.credentials import Credentials
+
+from tracegate.config import ConfigError, CredentialsConfig
+
+
+def load_credentials(source: CredentialsConfig) -> Credentials:
+    """Read credentials now, so a missing variable stops start-up instead of a later request."""
+    if source.source == "env":
+        key_id = os.environ.get(source.access_key_id_env, "")
+        secret = os.environ.get(source.secret_access_key_env, "")
+        missing = [
+            name
+            for name, value in (
+                (source.access_key_id_env, key_id),
+                (source.secret_access_key_env, secret),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(f"upstream.credentials: environment variable {missing[0]} is not set")
+        token = os.environ.get(source.session_token_env) or None
+        return Credentials(key_id, secret, token)
+    assert source.file is not None
+    parser = configparser.ConfigParser()
+    path = Path(source.file)
+    if not parser.read(path):
+        raise ConfigError(f"upstream.credentials.file: cannot read {path}")
+    if not parser.has_section(source.profile):
+        raise ConfigError(f"upstream.credentials: profile {source.profile!r} not in {path}")
+    section = parser[source.profile]
+    try:
+        return Credentials(
+            section["aws_access_key_id"],
+            section["aws_secret_access_key"],
+            section.get("aws_session_token") or None,
+        )
+    except KeyError as exc:
+        raise ConfigError(
+            f"upstream.credentials: {path} [{source.profile}] lacks {exc.args[0]}"
+        ) from None
