@@ -253,7 +253,14 @@ class Gateway:
         body = decode_body(raw_body, lower.get("content-encoding"), limit)
         exchange.bytes_upstream = len(body)
         exchange.upstream_sha256 = hashlib.sha256(body).hexdigest()
-        base = {"content-encoding": None, **{k: None for k in lower if k.startswith("x-amz-meta-")}}
+        base: dict[str, str | None] = {
+            "content-encoding": None,
+            "x-tracegate-decision": "allow",
+            "x-tracegate-flow": exchange.flow_id,
+            "x-tracegate-policy": self.version,
+            # User metadata is not masked, so it is not served.
+            **{k: None for k in lower if k.startswith("x-amz-meta-")},
+        }
         if status >= 300:
             return self._store_error(status, lower, body, base)
         if access.operation in s3.LIST_OPERATIONS:
@@ -320,6 +327,7 @@ class Gateway:
         resource = exchange.access.resource if exchange.access else request.path
         headers: dict[str, str | None] = {
             "x-tracegate-decision": "deny",
+            "x-tracegate-policy": self.version,
             "x-tracegate-reason": _header_safe(denial.reason),
             "x-tracegate-flow": exchange.flow_id,
             "cache-control": "no-store",

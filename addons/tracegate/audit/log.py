@@ -91,8 +91,15 @@ _STOP = object()
 class AuditLog:
     """Owns the SQLite file; `record` from any coroutine, `close` once at shutdown."""
 
-    def __init__(self, path: str | Path, batch_max_rows: int = 256, batch_max_wait_ms: int = 5):
+    def __init__(
+        self,
+        path: str | Path,
+        batch_max_rows: int = 256,
+        batch_max_wait_ms: int = 5,
+        busy_timeout_ms: int = 5000,
+    ) -> None:
         self.path = Path(path)
+        self._busy_timeout = busy_timeout_ms / 1000
         self._batch_rows = batch_max_rows
         self._batch_wait = batch_max_wait_ms / 1000
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -123,7 +130,9 @@ class AuditLog:
 
     def _connect(self) -> sqlite_utils.Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+        )
         db = sqlite_utils.Database(conn)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
@@ -154,9 +163,8 @@ class AuditLog:
             try:
                 if db is None:
                     db = self._connect()
-                with db.conn:
-                    db.execute("BEGIN IMMEDIATE")
-                    db[FLOWS_TABLE].insert_all([row for row, _, _ in batch])
+                rows = [row for row, _, _ in batch]
+                db[FLOWS_TABLE].insert_all(rows, batch_size=len(rows))
                 self.written += len(batch)
             except Exception as exc:  # the flows waiting on this batch are denied
                 error = exc

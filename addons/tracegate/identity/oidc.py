@@ -67,6 +67,9 @@ class JwksCache:
             # Known key, stale set: serve it and refresh without making this flow wait.
             self._spawn_refresh()
             return key
+        if self._lock.locked():
+            await self.refresh()  # a fetch is in flight (e.g. the start-up one): join it
+            return self._lookup(kid)
         if self._last_attempt is not None and now - self._last_attempt < (
             UNKNOWN_KID_REFETCH_SECONDS
         ):

@@ -1,0 +1,173 @@
+"""Real processes for the tests: a gateway (mitmdump -s, tracegate run, mitmweb), its config."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tracegate.demo.issuer import TokenIssuer
+from tracegate.demo.store import LocalS3, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+EXAMPLE = REPO / "rules" / "example.yaml"
+LISTENING = re.compile(r"listening at (?:http://)?\[?[\d.:a-f]+\]?:(\d+)")
+HASH_KEY = "test-hash-key-0123456789abcdef"
+
+
+def write_config(
+    path: Path, store: LocalS3, issuer: TokenIssuer, audit: Path, **overrides: Any
+) -> Path:
+    """The example config pointed at this test's store, issuer and audit file."""
+    config = yaml.safe_load(EXAMPLE.read_text())
+    config["identity"]["providers"][0].update(issuer=issuer.issuer, jwks_uri=issuer.jwks_uri)
+    config["upstream"]["endpoint"] = store.endpoint
+    config["upstream"]["bucket"] = store.bucket
+    config["audit"]["path"] = str(audit)
+    config["listen"]["port"] = 0
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def gateway_env(store: LocalS3, **extra: str) -> dict[str, str]:
+    assert store.gateway_keys is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRACEGATE_"))}
+    env.update(
+        TRACEGATE_UPSTREAM_ACCESS_KEY_ID=store.gateway_keys.access_key_id,
+        TRACEGATE_UPSTREAM_SECRET_ACCESS_KEY=store.gateway_keys.secret_access_key,
+        TRACEGATE_HASH_KEY=HASH_KEY,
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class GatewayProcess:
+    """A gateway in its own process; `how` is 'script' (mitmdump -s), 'run' or 'web'."""
+
+    config: Path
+    env: dict[str, str]
+    how: str = "script"
+    workdir: Path = field(default_factory=lambda: Path.cwd())
+    script: Path = REPO / "addons" / "gateway.py"
+    extra_args: list[str] = field(default_factory=list)
+    upstream: str = ""
+    port: int = 0
+    web_port: int = 0
+    web_password: str = "test-web-password"
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    def command(self) -> list[str]:
+        confdir = ["--set", f"confdir={self.workdir / 'mitmproxy-conf'}"]
+        if self.how == "run":
+            cmd = [str(BIN / "tracegate"), "run", "--config", str(self.config)]
+            return [*cmd, "--listen-port", "0", *self.extra_args]
+        tool = "mitmweb" if self.how == "web" else "mitmdump"
+        cmd = [
+            str(BIN / tool),
+            "-s",
+            str(self.script),
+            "--set",
+            f"tracegate_config={self.config}",
+            "--mode",
+            f"reverse:{self.upstream}",
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            "0",
+            *confdir,
+        ]
+        if self.how == "web":
+            self.web_port = self.web_port or free_port()
+            cmd += [
+                "--web-host",
+                "127.0.0.1",
+                "--web-port",
+                str(self.web_port),
+                "--set",
+                "web_open_browser=false",
+                "--set",
+                f"web_password={self.web_password}",
+            ]
+        return [*cmd, *self.extra_args]
+
+    def start(self, timeout: float = 30, expect_exit: bool = False) -> GatewayProcess:
+        self.log_path = self.workdir / f"gateway-{time.monotonic_ns()}.log"
+        self.process = subprocess.Popen(
+            self.command(),
+            env=self.env,
+            cwd=self.workdir,
+            stdout=open(self.log_path, "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        if expect_exit:
+            self.process.wait(timeout=timeout)
+            return self
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = LISTENING.search(self.log())
+            if match and (self.how != "web" or "Web server listening" in self.log()):
+                self.port = int(match.group(1))
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited {self.process.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"gateway did not start:\n{self.log()}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def wait_for_log(self, text: str, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+def audit_rows(path: Path, **where: Any) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        clause = " AND ".join(f"{k} = ?" for k in where) or "1"
+        rows = conn.execute(
+            f"SELECT * FROM flows WHERE {clause} ORDER BY id", tuple(where.values())
+        )
+        return [dict(r) for r in rows]
+    finally:
+        conn.close()
