@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from mitmproxy import hooks
+from mitmproxy import exceptions, hooks
 
 from tracegate.proxy.auditrecorder import AuditRecorder
 from tracegate.proxy.configloader import ConfigLoader
@@ -38,6 +38,17 @@ def gateway_addons(runtime: Runtime) -> list[object]:
     ]
 
 
+def install(master, runtime: Runtime) -> list[object]:
+    """Register the addons; the OptionsLock goes first so it refuses a change before the
+    proxy server (or anything else) reacts to it."""
+    addons = gateway_addons(runtime)
+    master.addons.add(*addons)
+    lock = next(a for a in addons if isinstance(a, OptionsLock))
+    master.addons.chain.remove(lock)
+    master.addons.chain.insert(0, lock)
+    return addons
+
+
 def attach(master) -> Runtime:
     """Install the gateway on a master once; later script (re)loads just lift the lockdown."""
     guard = master.addons.get(Guard.name)
@@ -46,12 +57,18 @@ def attach(master) -> Runtime:
         logger.info("tracegate: script reloaded; gateway addons already installed")
         return guard.runtime
     runtime = Runtime()
-    addons = gateway_addons(runtime)
-    master.addons.add(*addons)
+    addons = install(master, runtime)
     # Options set before these addons existed (e.g. --set tracegate_config) reach them now.
     updated = set(master.options.keys())
-    for addon in addons:
-        master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(updated))
+    try:
+        for addon in addons:
+            master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(updated))
+    except exceptions.OptionsError as exc:
+        # mitmproxy exits on errors logged during start-up; should this be later, the
+        # lockdown keeps every request refused.
+        runtime.lockdown = f"start-up refused: {exc}"
+        logger.error("%s", exc)
+        return runtime
     scriptloader = master.addons.get("scriptloader")
     if scriptloader is not None and getattr(scriptloader, "is_running", False):
         for addon in addons:

@@ -30,8 +30,10 @@ class AuditRecorder:
             await self._write(state)
             state.released = flow.response
         except AuditWriteError as exc:
-            logger.error("tracegate: flow %s denied: %s", flow.id, exc)
+            # This denial cannot be recorded either; the log line is its only trace.
+            logger.error("tracegate: flow %s denied unrecorded: %s", flow.id, exc)
             deny(flow, state, Denial(503, "AuditUnavailable", "the audit log cannot be written"))
+            state.released = flow.response
         except Exception:
             logger.exception("tracegate: audit hook failed for flow %s", flow.id)
             deny(flow, state, gateway_failure("internal error while recording the audit row"))

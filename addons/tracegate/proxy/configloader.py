@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from mitmproxy import ctx, exceptions
@@ -17,6 +18,7 @@ class ConfigLoader:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self._warm_up: asyncio.Task | None = None
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -40,9 +42,12 @@ class ConfigLoader:
             logger.error("tracegate: cannot start with %s: %s", path, exc)
             raise exceptions.OptionsError(f"tracegate: {path}: {exc}") from None
 
-    async def running(self) -> None:
+    def running(self) -> None:
+        # Fetch keys in the background: mitmproxy treats errors logged before `running`
+        # returns as start-up failures, and flows may already be arriving.
         if self.runtime.gateway is not None:
-            await self.runtime.gateway.validator.warm_up()
+            task = asyncio.get_running_loop().create_task(self.runtime.gateway.validator.warm_up())
+            self._warm_up = task
 
     def done(self) -> None:
         self.runtime.close()

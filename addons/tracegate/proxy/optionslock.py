@@ -62,7 +62,10 @@ class OptionsLock:
         if self.frozen is not None:
             self._refuse_runtime_changes(updated)
             return
+        config = self.runtime.config
         for name, safe in REFUSED_IF_SET.items():
+            if name == "ssl_insecure" and config is not None and not config.upstream.verify_tls:
+                continue
             if name in updated and name in ctx.options and _value(name) != safe:
                 raise exceptions.OptionsError(
                     f"tracegate: option {name} would weaken the gateway and is not allowed"
@@ -74,8 +77,7 @@ class OptionsLock:
         config = self.runtime.config
         if config is not None:
             wanted["body_size_limit"] = backstop_body_limit(config.limits.max_body_bytes)
-            if not config.upstream.verify_tls:
-                wanted.pop("ssl_insecure", None)
+            wanted["ssl_insecure"] = not config.upstream.verify_tls
         changes = {k: v for k, v in wanted.items() if _value(k) != v}
         if changes:
             ctx.options.update(**changes)
