@@ -284,9 +284,18 @@ def _check_jsonpath(path: str) -> str:
     return path
 
 
+# Tagged unions put the tag into error locations; the operator never wrote it as a key.
+_UNION_TAGS = {"upstream": {"s3"}}
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
+    previous: int | str | None = None
     for item in loc:
+        if previous in _UNION_TAGS and item in _UNION_TAGS[str(previous)]:
+            previous = item
+            continue
+        previous = item
         if isinstance(item, int):
             parts.append(f"[{item}]")
         elif item in ("function-after", "function-before") or "[" in str(item):

@@ -128,10 +128,15 @@ class JwksCache:
 class TokenValidator:
     """Turns a bearer token into a `Principal`, or raises a 401 `Denial` that says why."""
 
-    def __init__(self, identity: IdentityConfig) -> None:
+    def __init__(
+        self,
+        identity: IdentityConfig,
+        clock: Callable[[], float] = time.monotonic,
+        fetch_timeout: float = FETCH_TIMEOUT_SECONDS,
+    ) -> None:
         self.identity = identity
         self._providers = {p.issuer: p for p in identity.providers}
-        self.caches = {p.issuer: JwksCache(p) for p in identity.providers}
+        self.caches = {p.issuer: JwksCache(p, clock, fetch_timeout) for p in identity.providers}
 
     async def warm_up(self) -> None:
         await asyncio.gather(*(cache.refresh() for cache in self.caches.values()))

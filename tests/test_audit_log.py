@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+from tracegate.audit import AuditLog, AuditRecord, AuditWriteError
+
+from tests.harness import audit_rows
+
+
+def record(n: int) -> AuditRecord:
+    return AuditRecord(
+        flow_id=f"f{n}", method="GET", path=f"/t/{n}", decision="allow", reason="", status=200
+    )
+
+
+def test_rows_are_durable_when_record_returns_and_batched(tmp_path):
+    log = AuditLog(tmp_path / "a.sqlite3", batch_max_rows=50, batch_max_wait_ms=20)
+    log.open()
+
+    async def write_many() -> None:
+        await asyncio.gather(*(log.record(record(n)) for n in range(200)))
+        # Durable now: another connection sees every row before the log is closed.
+        assert len(audit_rows(tmp_path / "a.sqlite3")) == 200
+
+    try:
+        asyncio.run(write_many())
+    finally:
+        log.close()
+    assert log.written == 200
+
+
+def test_a_locked_database_fails_the_waiting_flows(tmp_path):
+    path = tmp_path / "a.sqlite3"
+    log = AuditLog(path, busy_timeout_ms=100)
+    log.open()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(AuditWriteError, match="audit write failed"):
+            asyncio.run(log.record(record(1)))
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    asyncio.run(log.record(record(2)))  # recovers once the lock is gone
+    log.close()
+    assert [r["flow_id"] for r in audit_rows(path)] == ["f2"]
+
+
+def test_an_unwritable_path_fails_at_open(tmp_path):
+    (tmp_path / "dir.sqlite3").mkdir()
+    with pytest.raises(sqlite3.OperationalError):
+        AuditLog(tmp_path / "dir.sqlite3").open()
+
+
+def test_recording_without_a_running_writer_raises(tmp_path):
+    with pytest.raises(AuditWriteError, match="not running"):
+        asyncio.run(AuditLog(tmp_path / "a.sqlite3").record(record(1)))

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from tracegate.config import ScopeConfig
+from tracegate.demo.traces import PLANTED_EMAIL, agent_trace, otlp_trace
+from tracegate.masking import BodyError, Masker, MaskReport
+
+KEY = b"unit-test-hash-key"
+
+
+def masker(allow="all", masks=(), key=KEY) -> Masker:
+    scope = ScopeConfig(
+        operations=["GetObject"], prefixes=["t/"], fields={"allow": allow}, masks=list(masks)
+    )
+    return Masker(scope, key)
+
+
+def mask(document, **kwargs):
+    report = MaskReport()
+    return masker(**kwargs).mask_document(json.loads(json.dumps(document)), report), report
+
+
+def test_allow_list_drops_everything_not_listed_and_reports_it():
+    out, report = mask(
+        agent_trace("t1", "team-a"), allow=["$.trace_id", "$.usage.input_tokens", "$.user.id"]
+    )
+    assert out == {"trace_id": "t1", "usage": {"input_tokens": 1834}, "user": {"id": "u-1842"}}
+    assert report.counts["fields.allow"] >= 6
+    assert "$.messages" in report.paths["fields.allow"]
+
+
+def test_allow_list_keeps_selected_list_items_in_order():
+    doc = {"spans": [{"name": "a", "x": 1}, {"name": "b", "x": 2}]}
+    out, _ = mask(doc, allow=["$.spans[*].name"])
+    assert out == {"spans": [{"name": "a"}, {"name": "b"}]}
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        ("redact", "[REDACTED:email]"),
+        ("partial", "****.com"),
+    ],
+)
+def test_mask_actions_replace_the_value(action, expected):
+    out, report = mask(
+        {"user": {"email": PLANTED_EMAIL}},
+        masks=[{"id": "email", "path": "$.user.email", "action": action, "keep": 4}],
+    )
+    assert out["user"]["email"] == expected
+    assert report.counts["email"] == 1 and report.actions["email"] == action
+
+
+def test_drop_removes_the_field_and_list_items_without_shifting_others():
+    doc = {"items": [{"secret": 1, "ok": 1}, {"secret": 2, "ok": 2}], "keep": True}
+    out, report = mask(doc, masks=[{"id": "s", "path": "$.items[*].secret", "action": "drop"}])
+    assert out == {"items": [{"ok": 1}, {"ok": 2}], "keep": True}
+    assert report.counts["s"] == 2
+
+
+def test_hash_is_a_stable_keyed_pseudonym():
+    rule = [{"id": "e", "path": "$.e", "action": "hash"}]
+    first, _ = mask({"e": "a@example.com"}, masks=rule)
+    again, _ = mask({"e": "a@example.com"}, masks=rule)
+    other, _ = mask({"e": "b@example.com"}, masks=rule)
+    other_key, _ = mask({"e": "a@example.com"}, masks=rule, key=b"another-key")
+    assert first == again
+    assert first["e"].startswith("hmac:") and "a@example.com" not in first["e"]
+    assert first != other and first != other_key
+
+
+def test_hash_masks_refuse_to_run_without_a_key():
+    with pytest.raises(ValueError, match="hash key"):
+        masker(masks=[{"id": "e", "path": "$.e", "action": "hash"}], key=None)
+
+
+def test_masks_apply_to_whole_subtrees_as_text():
+    out, _ = mask(
+        {"tool": {"arguments": {"card": "4111"}}},
+        masks=[{"id": "args", "path": "$.tool.arguments", "action": "redact"}],
+    )
+    assert out == {"tool": {"arguments": "[REDACTED:args]"}}
+
+
+def test_otlp_attributes_can_be_selected_by_key_with_a_filter():
+    out, report = mask(
+        otlp_trace("abc"),
+        masks=[
+            {
+                "id": "otel-email",
+                "path": "$..attributes[?key == 'user.email'].value.stringValue",
+                "action": "redact",
+            }
+        ],
+    )
+    span = out["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    values = {a["key"]: a["value"].get("stringValue") for a in span["attributes"]}
+    assert values["user.email"] == "[REDACTED:otel-email]"
+    assert values["gen_ai.request.model"] == "example-model-large"
+    assert report.counts["otel-email"] == 1
+
+
+def test_jsonl_is_masked_line_by_line_and_blank_lines_skipped():
+    body = b'{"e": "a@x.io"}\n\n{"e": "b@x.io"}\n'
+    report = MaskReport()
+    out = masker(masks=[{"id": "e", "path": "$.e", "action": "redact"}]).mask_body(
+        body, "jsonl", report
+    )
+    assert out == b'{"e":"[REDACTED:e]"}\n{"e":"[REDACTED:e]"}\n'
+    assert report.documents == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "message"),
+    [
+        (b'{"a": ', "json", "body is not valid JSON"),
+        (b"\xff\xfe", "json", "body is not valid JSON"),
+        (b'{"a": 1}\n{"b": \n', "jsonl", "line 2 is not valid JSON"),
+        (b"<xml/>", "xml", "cannot mask content of kind 'xml'"),
+    ],
+)
+def test_bodies_that_are_not_what_they_claim_raise(body, kind, message):
+    with pytest.raises(BodyError, match=message):
+        masker().mask_body(body, kind, MaskReport())
+
+
+def test_report_never_holds_values():
+    _, report = mask(
+        {"user": {"email": PLANTED_EMAIL}},
+        masks=[{"id": "email", "path": "$.user.email", "action": "hash"}],
+    )
+    assert PLANTED_EMAIL not in json.dumps(report.to_dict())
+    assert report.to_dict()["rules"]["email"]["paths"] == ["$.user.email"]
