@@ -1,0 +1,225 @@
+"""`make demo`: a local S3 with sample traces, a token issuer, and tracegate in front.
+
+Starts everything on loopback, prints ready-to-paste commands with tokens for two roles, runs
+those same commands once to check them, and stops everything on Ctrl-C.
+
+    python scripts/demo.py            # mitmdump-style gateway
+    python scripts/demo.py --web      # mitmweb UI as well
+    python scripts/demo.py --check    # start, verify the printed commands, stop (used by tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "addons"))
+
+from tracegate.demo.issuer import TokenIssuer  # noqa: E402
+from tracegate.demo.store import LocalS3, free_port  # noqa: E402
+from tracegate.demo.traces import sample_objects  # noqa: E402
+
+RUN_DIR = REPO / "demo-run"
+LISTENING = re.compile(r"listening at [\d.]+:(\d+)")
+
+
+def port_or_free(preferred: int) -> int:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
+def write_config(store: LocalS3, issuer: TokenIssuer, port: int) -> Path:
+    config = yaml.safe_load((REPO / "rules" / "example.yaml").read_text())
+    config["identity"]["providers"][0].update(issuer=issuer.issuer, jwks_uri=issuer.jwks_uri)
+    config["upstream"]["endpoint"] = store.endpoint
+    config["listen"]["port"] = port
+    config["audit"]["path"] = str(RUN_DIR / "audit.sqlite3")
+    path = RUN_DIR / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def boto3_example(url: str, token: str) -> str:
+    return f'''import boto3
+from botocore.config import Config
+
+TOKEN = "{token}"
+s3 = boto3.client(
+    "s3",
+    endpoint_url="{url}",
+    region_name="us-east-1",
+    aws_access_key_id="not-needed",  # the gateway signs with its own credentials
+    aws_secret_access_key="not-needed",
+    config=Config(s3={{"addressing_style": "path"}}),
+)
+# boto3 signs the Authorization header itself, so the identity token rides in its own header.
+s3.meta.events.register(
+    "before-sign.s3", lambda request, **_: request.headers.__setitem__("X-Tracegate-Token", TOKEN)
+)
+print(s3.get_object(Bucket="traces", Key="traces/team-a/tr-a001.json")["Body"].read().decode())
+for obj in s3.list_objects_v2(Bucket="traces", Prefix="traces/").get("Contents", []):
+    print(obj["Key"])
+'''
+
+
+def commands(url: str) -> list[tuple[str, str, int]]:
+    """(description, shell command, expected HTTP status) for each command the demo prints."""
+    trace = f"{url}/traces/traces/team-a/tr-a001.json"
+    bearer = 'curl -s -H "Authorization: Bearer ${VAR}"'
+    return [
+        (
+            "support: read a trace (masked for this role)",
+            f"{bearer.format(VAR='SUPPORT_TOKEN')} {trace}",
+            200,
+        ),
+        (
+            "analyst: the same trace, metadata only",
+            f"{bearer.format(VAR='ANALYST_TOKEN')} {trace}",
+            200,
+        ),
+        (
+            "support: a trace of another team (refused, with the reason)",
+            f"{bearer.format(VAR='SUPPORT_TOKEN')} {url}/traces/traces/team-b/tr-b001.json",
+            403,
+        ),
+        (
+            "support: list what the role may see",
+            f"{bearer.format(VAR='SUPPORT_TOKEN')} '{url}/traces?list-type=2&prefix=traces/'",
+            200,
+        ),
+        ("no token (refused)", f"curl -s {trace}", 401),
+    ]
+
+
+def wait_for_port(log: Path, process: subprocess.Popen, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = LISTENING.search(log.read_text(errors="replace"))
+        if match:
+            return int(match.group(1))
+        if process.poll() is not None:
+            raise SystemExit(f"demo: the gateway exited:\n{log.read_text()}")
+        time.sleep(0.1)
+    raise SystemExit("demo: the gateway did not start in time")
+
+
+def check(cmds: list[tuple[str, str, int]], tokens: dict[str, str]) -> bool:
+    """Run the printed commands exactly as printed (through bash) and check their status."""
+    env = dict(os.environ, SUPPORT_TOKEN=tokens["support"], ANALYST_TOKEN=tokens["analyst"])
+    ok = True
+    for description, command, expected in cmds:
+        result = subprocess.run(
+            ["bash", "-c", f"{command} -o /dev/null -w '%{{http_code}}'"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        status = int(result.stdout.strip() or 0)
+        mark = "ok " if status == expected else "FAIL"
+        ok &= status == expected
+        print(f"  [{mark}] {description}: HTTP {status}")
+    example = RUN_DIR / "boto3_example.py"
+    result = subprocess.run([sys.executable, str(example)], capture_output=True, text=True)
+    boto_ok = result.returncode == 0 and "[REDACTED:api-key]" in result.stdout
+    print(f"  [{'ok ' if boto_ok else 'FAIL'}] boto3 example ({example.relative_to(REPO)})")
+    if not boto_ok:
+        print(result.stderr[-2000:])
+    return ok and boto_ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="run the tracegate demo")
+    parser.add_argument("--web", action="store_true", help="also start the mitmweb UI")
+    parser.add_argument("--check", action="store_true", help="verify the commands, then stop")
+    args = parser.parse_args()
+    RUN_DIR.mkdir(exist_ok=True)
+    store = LocalS3(port=port_or_free(9000))
+    issuer = TokenIssuer()
+    gateway: subprocess.Popen | None = None
+    try:
+        print("demo: starting a local S3 (moto server, signature checks on)...")
+        store.start(log=RUN_DIR / "moto.log")
+        store.seed(sample_objects())
+        issuer.serve(port=port_or_free(8900))
+        config = write_config(store, issuer, port_or_free(8080))
+        assert store.gateway_keys is not None
+        env = dict(
+            os.environ,
+            TRACEGATE_UPSTREAM_ACCESS_KEY_ID=store.gateway_keys.access_key_id,
+            TRACEGATE_UPSTREAM_SECRET_ACCESS_KEY=store.gateway_keys.secret_access_key,
+            TRACEGATE_HASH_KEY=secrets.token_hex(16),
+        )
+        argv = [str(Path(sys.executable).with_name("tracegate")), "run", "--config", str(config)]
+        web_port = port_or_free(8081)
+        if args.web:
+            argv += ["--web", "--web-port", str(web_port)]
+        log = RUN_DIR / "gateway.log"
+        gateway = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=open(log, "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{wait_for_port(log, gateway)}"
+        tokens = {
+            "support": issuer.token("alice@example.com", ["support-engineers"], ttl=86400),
+            "analyst": issuer.token("bob@example.com", ["data-analysts"], ttl=86400),
+        }
+        (RUN_DIR / "boto3_example.py").write_text(boto3_example(url, tokens["support"]))
+        cmds = commands(url)
+        print(f"\ntracegate is listening at {url} (config: {config.relative_to(REPO)})")
+        if args.web:
+            print(f"mitmweb UI: http://127.0.0.1:{web_port}/")
+        print("\nTry these (tokens are valid for 24 hours):\n")
+        print(f"export SUPPORT_TOKEN={tokens['support']}")
+        print(f"export ANALYST_TOKEN={tokens['analyst']}\n")
+        for description, command, _ in cmds:
+            print(f"# {description}\n{command}\n")
+        print("# boto3 (the token goes in X-Tracegate-Token; see the file):")
+        print(f".venv/bin/python {(RUN_DIR / 'boto3_example.py').relative_to(REPO)}\n")
+        audit = (RUN_DIR / "audit.sqlite3").relative_to(REPO)
+        query = "select ts, subject, role, decision, reason from flows"
+        print(f"# who read what:\nsqlite3 {audit} '{query}'\n")
+        print(f"gateway log: {log.relative_to(REPO)}\n")
+        print("checking the commands above:")
+        ok = check(cmds, tokens)
+        if args.check:
+            return 0 if ok else 1
+        print("\ndemo running; press Ctrl-C to stop everything.")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while gateway.poll() is None:
+            time.sleep(1)
+        print("demo: the gateway exited; see the log above")
+        return 1
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        print("\ndemo: stopping...")
+        if gateway is not None and gateway.poll() is None:
+            gateway.terminate()
+            try:
+                gateway.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                gateway.kill()
+        issuer.stop()
+        store.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+import subprocess
+import sys
+
+from tests.harness import REPO
+
+
+def test_demo_starts_and_every_printed_command_works():
+    # `--check` runs each printed curl line through bash and the boto3 example file.
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "demo.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("[ok ]") == 6
+    assert "export SUPPORT_TOKEN=" in result.stdout
+    assert "demo: stopping" in result.stdout
