@@ -148,7 +148,7 @@ class MaskingConfig(Strict):
 class AuditConfig(Strict):
     path: str = "tracegate-audit.sqlite3"
     batch_max_rows: int = Field(256, ge=1)
-    batch_max_wait_ms: int = Field(5, ge=0)
+    batch_max_wait_ms: int = Field(0, ge=0)
     # How long a write waits for a lock held by another process before the flow is denied.
     busy_timeout_ms: int = Field(5000, ge=0)
 

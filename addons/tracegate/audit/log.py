@@ -49,6 +49,13 @@ COLUMNS: dict[str, type] = {
 }
 
 
+INSERT_ROW = "INSERT INTO {} ({}) VALUES ({})".format(
+    FLOWS_TABLE,
+    ", ".join(c for c in COLUMNS if c != "id"),
+    ", ".join(f":{c}" for c in COLUMNS if c != "id"),
+)
+
+
 class AuditWriteError(RuntimeError):
     """The row could not be made durable; the flow must be denied."""
 
@@ -95,7 +102,7 @@ class AuditLog:
         self,
         path: str | Path,
         batch_max_rows: int = 256,
-        batch_max_wait_ms: int = 5,
+        batch_max_wait_ms: int = 0,
         busy_timeout_ms: int = 5000,
     ) -> None:
         self.path = Path(path)
@@ -163,8 +170,11 @@ class AuditLog:
             try:
                 if db is None:
                     db = self._connect()
-                rows = [row for row, _, _ in batch]
-                db[FLOWS_TABLE].insert_all(rows, batch_size=len(rows))
+                # One transaction per batch; a prepared statement, since sqlite-utils'
+                # insert_all re-inspects the schema on every call.
+                with db.conn:
+                    db.conn.execute("BEGIN IMMEDIATE")
+                    db.conn.executemany(INSERT_ROW, [row for row, _, _ in batch])
                 self.written += len(batch)
             except Exception as exc:  # the flows waiting on this batch are denied
                 error = exc

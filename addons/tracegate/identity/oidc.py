@@ -8,6 +8,7 @@ slow issuer delays only the flows that need a key it has not served yet.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 UNKNOWN_KID_REFETCH_SECONDS = 60.0
 FETCH_TIMEOUT_SECONDS = 3.0
+TOKEN_CACHE_SECONDS = 60.0
+TOKEN_CACHE_SIZE = 10_000
 
 
 class JwksCache:
@@ -137,11 +140,31 @@ class TokenValidator:
         self.identity = identity
         self._providers = {p.issuer: p for p in identity.providers}
         self.caches = {p.issuer: JwksCache(p, clock, fetch_timeout) for p in identity.providers}
+        self._clock = clock
+        # sha256(token) -> (principal, monotonic deadline); bounded in size and age, so a
+        # key withdrawn from the JWKS stops working within TOKEN_CACHE_SECONDS.
+        self._verified: dict[bytes, tuple[Principal, float]] = {}
 
     async def warm_up(self) -> None:
         await asyncio.gather(*(cache.refresh() for cache in self.caches.values()))
 
     async def validate(self, token: str) -> Principal:
+        """A cached principal for a token seen recently, else a full verification."""
+        digest = hashlib.sha256(token.encode()).digest()
+        now = self._clock()
+        cached = self._verified.get(digest)
+        if cached is not None:
+            principal, until = cached
+            if now < until and (principal.expires_at is None or time.time() < principal.expires_at):
+                return principal
+            del self._verified[digest]
+        principal = await self._validate(token)
+        if len(self._verified) >= TOKEN_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[digest] = (principal, now + TOKEN_CACHE_SECONDS)
+        return principal
+
+    async def _validate(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.get_unverified_claims(token)

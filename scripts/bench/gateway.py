@@ -1,0 +1,218 @@
+"""Throughput and latency: direct to the store, through plain mitmdump, through tracegate.
+
+All three run side by side in one process tree on loopback, against the same moto S3 and the
+same small trace, with the same client (httpx, keep-alive, N concurrent workers):
+
+    .venv/bin/python scripts/bench/gateway.py [--requests 1500] [--concurrency 8]
+
+Direct and plain-mitmdump requests carry a SigV4 signature made once up front (the store does
+not refuse a repeated signature); tracegate requests carry a bearer token and the gateway signs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "addons"))
+
+from tracegate.demo.issuer import TokenIssuer  # noqa: E402
+from tracegate.demo.store import LocalS3  # noqa: E402
+from tracegate.demo.traces import sample_objects  # noqa: E402
+
+KEY = "traces/team-a/tr-a001.json"
+BIN = Path(sys.executable).parent
+LISTENING = re.compile(r"listening at [\d.]+:(\d+)")
+
+
+def signed_headers(store: LocalS3, url: str) -> dict[str, str]:
+    keys = store.seeder_keys
+    assert keys is not None
+    request = AWSRequest(method="GET", url=url, headers={"host": url.split("/")[2]})
+    S3SigV4Auth(
+        Credentials(keys.access_key_id, keys.secret_access_key), "s3", "us-east-1"
+    ).add_auth(request)
+    return dict(request.headers.items())
+
+
+def start_proxy(argv: list[str], env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
+    process = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=open(log, "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        match = LISTENING.search(log.read_text(errors="replace"))
+        if match:
+            return process, int(match.group(1))
+        if process.poll() is not None:
+            raise SystemExit(f"proxy exited:\n{log.read_text()}")
+        time.sleep(0.05)
+    raise SystemExit("proxy did not start")
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User+system CPU time of a process (Linux /proc), 0 when not measured."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+
+
+async def load(
+    url: str, headers: dict[str, str], total: int, concurrency: int, pid: int | None
+) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(total):
+        queue.put_nowait(n)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        for _ in range(min(50, total)):  # warm up connections and caches
+            await client.get(url, headers=headers)
+
+        async def worker() -> None:
+            nonlocal errors
+            while True:
+                try:
+                    queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                started = time.perf_counter()
+                response = await client.get(url, headers=headers)
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    errors += 1
+
+        started, cpu_before = time.perf_counter(), cpu_seconds(pid)
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu_before
+    latencies.sort()
+    return {
+        "rps": total / elapsed,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "errors": errors,
+        "cpu_ms": cpu / total * 1000,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=600, help="per target and round")
+    parser.add_argument("--rounds", type=int, default=3, help="targets alternate each round")
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tracegate-bench-"))
+    store = LocalS3().start(log=work / "moto.log")
+    issuer = TokenIssuer()
+    processes: list[subprocess.Popen] = []
+    try:
+        store.seed(sample_objects())
+        issuer.serve()
+        config = yaml.safe_load((REPO / "rules" / "example.yaml").read_text())
+        config["identity"]["providers"][0].update(issuer=issuer.issuer, jwks_uri=issuer.jwks_uri)
+        config["upstream"]["endpoint"] = store.endpoint
+        config["audit"]["path"] = str(work / "audit.sqlite3")
+        (work / "config.yaml").write_text(yaml.safe_dump(config))
+        assert store.gateway_keys is not None
+        env = dict(
+            os.environ,
+            TRACEGATE_UPSTREAM_ACCESS_KEY_ID=store.gateway_keys.access_key_id,
+            TRACEGATE_UPSTREAM_SECRET_ACCESS_KEY=store.gateway_keys.secret_access_key,
+            TRACEGATE_HASH_KEY="bench-hash-key",
+        )
+        common = ["--mode", f"reverse:{store.endpoint}", "--listen-host", "127.0.0.1"]
+        common += ["--listen-port", "0", "--set", "flow_detail=0"]
+        plain, plain_port = start_proxy([str(BIN / "mitmdump"), *common], env, work / "plain.log")
+        processes.append(plain)
+        gated, gated_port = start_proxy(
+            [
+                str(BIN / "mitmdump"),
+                "-s",
+                str(REPO / "addons" / "gateway.py"),
+                "--set",
+                f"tracegate_config={work / 'config.yaml'}",
+                *common,
+            ],
+            env,
+            work / "tracegate.log",
+        )
+        processes.append(gated)
+        direct_url = f"{store.endpoint}/traces/{KEY}"
+        signed = signed_headers(store, direct_url)
+        token = issuer.token("bench", ["support-engineers"])
+        targets = [
+            ("direct to the store", direct_url, signed, None),
+            ("plain mitmdump", f"http://127.0.0.1:{plain_port}/traces/{KEY}", signed, plain.pid),
+            (
+                "tracegate (mitmdump -s)",
+                f"http://127.0.0.1:{gated_port}/traces/{KEY}",
+                {"authorization": f"Bearer {token}"},
+                gated.pid,
+            ),
+        ]
+        rounds: dict[str, list[dict]] = {name: [] for name, *_ in targets}
+        for _ in range(args.rounds):  # interleaved, so drift on a shared machine hits all alike
+            for name, url, headers, pid in targets:
+                rounds[name].append(
+                    asyncio.run(load(url, headers, args.requests, args.concurrency, pid))
+                )
+        results = {
+            name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            for name, runs in rounds.items()
+        }
+        baseline = results["plain mitmdump"]["rps"]
+        size = len(httpx.get(targets[2][1], headers=targets[2][2]).content)
+        print(
+            f"\nmedian of {args.rounds} interleaved rounds of {args.requests} GETs of one "
+            f"{size}-byte masked trace, "
+            f"{args.concurrency} concurrent keep-alive connections, loopback, "
+            f"{os.cpu_count()} cores"
+        )
+        print(
+            f"{'target':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'vs mitmdump':>13}"
+            f"{'proxy CPU ms/req':>18}{'errors':>8}"
+        )
+        for name, r in results.items():
+            cpu = f"{r['cpu_ms']:.2f}" if r["cpu_ms"] else "-"
+            print(
+                f"{name:<26}{r['rps']:>9.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
+                f"{r['rps'] / baseline:>12.0%}{cpu:>18}{r['errors']:>8}"
+            )
+        return 0
+    finally:
+        for process in processes:
+            stop(process)
+        issuer.stop()
+        store.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
