@@ -207,6 +207,19 @@ def test_mitmweb_cannot_change_options_that_weaken_the_gateway(make_gateway, tok
     assert masked.json()["metadata"]["api_key"] == "[REDACTED:api-key]"
 
 
+def test_mitmweb_never_holds_client_tokens(make_gateway, token):
+    gateway = make_gateway(how="web")
+    allowed = fetch(gateway, token)
+    denied = fetch(gateway, token, "/traces/traces/team-b/tr-b001.json")
+    assert (allowed.status_code, denied.status_code) == (200, 403)
+    with web_session(gateway) as web:
+        flows = web.get("/flows.json").text
+        dump = web.get("/flows/dump").content
+    assert len(json.loads(flows)) == 2
+    signature = token.split(".")[2]
+    assert signature not in flows and signature.encode() not in dump
+
+
 def test_mitmweb_may_still_change_display_options(make_gateway):
     gateway = make_gateway(how="web")
     with web_session(gateway) as web:
@@ -387,3 +400,14 @@ def test_no_store_response_without_a_config(tmp_path, store):
     )
     assert result.returncode != 0
     assert "tracegate_config" in result.stdout + result.stderr
+
+
+def test_an_unreachable_store_is_a_502_and_an_audit_row(make_gateway, token):
+    from tracegate.demo.store import free_port
+
+    gateway = make_gateway(**{"upstream.endpoint": f"http://127.0.0.1:{free_port()}"})
+    response = fetch(gateway, token)
+    assert response.status_code == 502
+    assert PLANTED_EMAIL not in response.text
+    rows = audited(gateway, response)
+    assert rows[-1]["decision"] == "error" and rows[-1]["subject"] == "carol@example.com"

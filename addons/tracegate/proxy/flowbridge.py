@@ -5,6 +5,7 @@ from __future__ import annotations
 from mitmproxy import http
 
 from tracegate.gateway import ClientResponse, IncomingRequest, UpstreamRequest
+from tracegate.stores.sigv4 import CLIENT_AUTH_HEADERS
 
 
 def incoming(flow: http.HTTPFlow) -> IncomingRequest:
@@ -22,6 +23,12 @@ def incoming(flow: http.HTTPFlow) -> IncomingRequest:
         absolute_form=absolute,
         client=f"{flow.client_conn.peername[0]}" if flow.client_conn.peername else "",
     )
+
+
+def strip_credentials(flow: http.HTTPFlow, token_header: str) -> None:
+    """Drop the client's credentials from the flow, so mitmweb and saved flows never hold them."""
+    for name in (*CLIENT_AUTH_HEADERS, token_header.lower()):
+        flow.request.headers.pop(name, None)
 
 
 def send_upstream(flow: http.HTTPFlow, upstream: UpstreamRequest) -> None:

@@ -26,6 +26,7 @@ class RequestGate:
             return  # no config: the Guard refuses; a replayed flow keeps its first decision
         state = FlowState(gateway, gateway.new_exchange(flow.id, flowbridge.incoming(flow)))
         self.runtime.flows[flow.id] = state
+        flowbridge.strip_credentials(flow, gateway.config.identity.token_header)
         try:
             if self.runtime.lockdown:
                 raise gateway_failure(self.runtime.lockdown)
