@@ -133,3 +133,47 @@ def test_report_never_holds_values():
     )
     assert PLANTED_EMAIL not in json.dumps(report.to_dict())
     assert report.to_dict()["rules"]["email"]["paths"] == ["$.user.email"]
+
+
+DOCUMENTS = [
+    agent_trace("t1", "team-a"),
+    otlp_trace("abc"),
+    {"a": {"b": 1}, "l": [{"x": 1}, {"x": 2}, 3], "s": "str", "n": None},
+    [{"a": 1}, {"a": {"b": [1, 2]}}],
+]
+PATHS = [
+    "$.user.email",
+    "$.messages[*].content",
+    "$.messages[2].tool_calls[*].arguments.email",
+    "$.messages[*].tool_calls[*].name",
+    "$.a[*]",
+    "$.a.*",
+    "$.l[*].x",
+    "$.l.x",
+    "$.l[1]",
+    "$.l[7]",
+    "$.s[*]",
+    "$[*].a.b[*]",
+    "$.*",
+    "$",
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_fast_paths_match_exactly_what_jsonpath_ng_finds(path):
+    from tracegate.masking.paths import JsonPathExpression, SimplePath, compile_path
+
+    compiled = compile_path(path)
+    assert isinstance(compiled, SimplePath)
+    reference = JsonPathExpression(path)
+    for document in DOCUMENTS:
+        assert list(compiled.paths(document)) == list(reference.paths(document))
+
+
+@pytest.mark.parametrize(
+    "path", ["$..email", "$.a-b", "$['user']", "$.l[0:2]", "$..attributes[?key == 'x']"]
+)
+def test_other_expressions_go_through_jsonpath_ng(path):
+    from tracegate.masking.paths import JsonPathExpression, compile_path
+
+    assert isinstance(compile_path(path), JsonPathExpression)

@@ -9,17 +9,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonpath_ng import DatumInContext
-from jsonpath_ng.ext import parse
-
 from tracegate.config import MaskRule, ScopeConfig
+from tracegate.masking.paths import CompiledPath, Path, compile_path
 from tracegate.masking.report import MaskReport
 
-Path = tuple[str | int, ...]
 _KEEP_ALL = object()
 
 
@@ -27,34 +23,10 @@ class BodyError(ValueError):
     """The body cannot be masked as the kind it claims to be (not JSON, a broken line...)."""
 
 
-def _path_of(match: DatumInContext) -> Path | None:
-    """The concrete key/index path of a match, or None when it cannot be expressed as one."""
-    parts: list[str | int] = []
-    node: DatumInContext | None = match
-    while node is not None:
-        segment = node.path
-        name = type(segment).__name__
-        if name == "Fields" and len(segment.fields) == 1:
-            parts.append(segment.fields[0])
-        elif name == "Index" and len(segment.indices) == 1:
-            parts.append(segment.indices[0])
-        elif name not in ("Root", "This"):
-            return None
-        node = node.context
-    return tuple(reversed(parts))
-
-
-def _matches(expr: Any, document: Any) -> Iterator[Path]:
-    for match in expr.find(document):
-        path = _path_of(match)
-        if path is not None:
-            yield path
-
-
 @dataclass
 class _CompiledRule:
     rule: MaskRule
-    expr: Any = field(repr=False)
+    expr: CompiledPath = field(repr=False)
 
 
 class Masker:
@@ -64,9 +36,9 @@ class Masker:
         self.scope = scope
         self._hash_key = hash_key
         self._allow = (
-            None if scope.fields.allow == "all" else [parse(p) for p in scope.fields.allow]
+            None if scope.fields.allow == "all" else [compile_path(p) for p in scope.fields.allow]
         )
-        self._rules = [_CompiledRule(r, parse(r.path)) for r in scope.masks]
+        self._rules = [_CompiledRule(r, compile_path(r.path)) for r in scope.masks]
         if hash_key is None and any(r.action == "hash" for r in scope.masks):
             raise ValueError("hash masks need a hash key")
 
@@ -82,7 +54,7 @@ class Masker:
     def _apply_allow_list(self, document: Any, report: MaskReport) -> Any:
         trie: dict[Any, Any] = {}
         for expr in self._allow or ():
-            for path in _matches(expr, document):
+            for path in expr.paths(document):
                 node = trie
                 for part in path[:-1]:
                     nxt = node.get(part)
@@ -98,7 +70,7 @@ class Masker:
 
     def _apply_rule(self, document: Any, compiled: _CompiledRule, report: MaskReport) -> Any:
         rule = compiled.rule
-        paths = list(_matches(compiled.expr, document))
+        paths = list(compiled.expr.paths(document))
         if not paths:
             return document
         if rule.action == "drop":
