@@ -47,6 +47,9 @@ def parse_size(value: int | str) -> int:
     return number * (base ** "BKMG".index(unit[0]) if unit else 1)
 
 
+MaskAction = Literal["drop", "redact", "hash", "partial"]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -153,9 +156,6 @@ class AuditConfig(Strict):
     busy_timeout_ms: int = Field(5000, ge=0)
 
 
-MaskAction = Literal["drop", "redact", "hash", "partial"]
-
-
 class MaskRule(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$")
     path: str
@@ -167,6 +167,60 @@ class MaskRule(Strict):
     @classmethod
     def _jsonpath(cls, path: str) -> str:
         return _check_jsonpath(path)
+
+
+DETECTOR_GROUPS = ("secrets", "pii")
+
+
+class DetectorPolicy(Strict):
+    """Which content detectors run over the strings a scope may see, and what they do.
+
+    Secrets are always detected and redacted (or dropped) unless `reveal_secrets` is true.
+    """
+
+    run: list[str] = ["secrets", "pii"]
+    actions: dict[str, MaskAction] = {}
+    reveal_secrets: bool = False
+
+    @model_validator(mode="after")
+    def _known_names(self) -> DetectorPolicy:
+        from tracegate.detectors import BY_NAME, GROUPS
+
+        known = set(BY_NAME) | set(DETECTOR_GROUPS)
+        for name in [*self.run, *self.actions]:
+            if name not in known:
+                raise ValueError(
+                    f"unknown detector or group {name!r} (groups: secrets, pii; detectors: "
+                    + ", ".join(sorted(BY_NAME))
+                    + ")"
+                )
+        if not self.reveal_secrets:
+            for name, action in self.actions.items():
+                if (name == "secrets" or name in GROUPS["secrets"]) and action not in (
+                    "redact",
+                    "drop",
+                ):
+                    raise ValueError(
+                        f"secrets can only be redacted or dropped ({name}: {action}); "
+                        "set reveal_secrets: true to change that"
+                    )
+        return self
+
+    def enabled(self) -> list[str]:
+        """Detector names that run, in registry order."""
+        from tracegate.detectors import ALL, GROUPS
+
+        names = set()
+        for entry in self.run:
+            names.update(GROUPS.get(entry, [entry]))
+        if not self.reveal_secrets:
+            names.update(GROUPS["secrets"])
+        return [d.name for d in ALL if d.name in names]
+
+    def action_for(self, name: str) -> MaskAction:
+        from tracegate.detectors import BY_NAME
+
+        return self.actions.get(name) or self.actions.get(BY_NAME[name].group) or "redact"
 
 
 class FieldPolicy(Strict):
@@ -190,6 +244,7 @@ class ScopeConfig(Strict):
     prefixes: list[str] = Field(min_length=1)
     fields: FieldPolicy = FieldPolicy()
     masks: list[MaskRule] = []
+    detectors: DetectorPolicy = DetectorPolicy()
 
     @field_validator("operations")
     @classmethod

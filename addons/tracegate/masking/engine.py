@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracegate.config import MaskRule, ScopeConfig
+from tracegate.detectors import BY_NAME
 from tracegate.masking.paths import CompiledPath, Path, compile_path
 from tracegate.masking.report import MaskReport
+from tracegate.masking.text import TextMasker
 
 _KEEP_ALL = object()
 
@@ -41,6 +43,12 @@ class Masker:
         self._rules = [_CompiledRule(r, compile_path(r.path)) for r in scope.masks]
         if hash_key is None and any(r.action == "hash" for r in scope.masks):
             raise ValueError("hash masks need a hash key")
+        enabled = scope.detectors.enabled()
+        self._text = TextMasker(
+            [BY_NAME[name] for name in enabled],
+            {name: scope.detectors.action_for(name) for name in enabled},
+            hash_key,
+        )
 
     # -- documents -------------------------------------------------------------------
 
@@ -49,7 +57,7 @@ class Masker:
             document = self._apply_allow_list(document, report)
         for compiled in self._rules:
             document = self._apply_rule(document, compiled, report)
-        return document
+        return self._text.mask(document, report)
 
     def _apply_allow_list(self, document: Any, report: MaskReport) -> Any:
         trie: dict[Any, Any] = {}

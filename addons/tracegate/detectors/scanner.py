@@ -1,0 +1,100 @@
+"""One scan over all the strings of a document.
+
+The strings are joined into one buffer and scanned once for every detector's anchor (with
+hyperscan when it is installed, else Python's `re`); only the strings an anchor hit are then
+searched with that detector's exact pattern and validator. Most strings in a trace hold nothing
+sensitive, so most of the text is only ever touched by the prefilter.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tracegate.detectors.base import Detector
+
+try:  # hyperscan ships manylinux wheels; the fallback keeps other platforms working
+    import hyperscan
+except ImportError:  # pragma: no cover - exercised by forcing the fallback in tests
+    hyperscan = None
+
+SEPARATOR = "\x00"
+
+
+@dataclass(frozen=True)
+class Finding:
+    text_index: int
+    start: int
+    end: int
+    detector: Detector
+
+
+class Scanner:
+    def __init__(self, detectors: Sequence[Detector], use_hyperscan: bool = True) -> None:
+        self.detectors = list(detectors)
+        self.engine = "hyperscan" if use_hyperscan and hyperscan is not None else "re"
+        if not self.detectors:
+            self._db = None
+        elif self.engine == "hyperscan":
+            self._db = hyperscan.Database()
+            flags = [hyperscan.HS_FLAG_CASELESS if d.caseless else 0 for d in self.detectors]
+            self._db.compile(
+                expressions=[d.anchor.encode() for d in self.detectors],
+                ids=list(range(len(self.detectors))),
+                elements=len(self.detectors),
+                flags=flags,
+            )
+        else:
+            self._anchors = [
+                re.compile(d.anchor, re.IGNORECASE if d.caseless else 0) for d in self.detectors
+            ]
+
+    def scan(self, texts: Sequence[str]) -> list[Finding]:
+        if not texts or not self.detectors:
+            return []
+        candidates = self._candidates(texts)
+        findings: list[Finding] = []
+        for text_index, detector_index in sorted(candidates):
+            detector = self.detectors[detector_index]
+            for start, end in detector.find(texts[text_index]):
+                findings.append(Finding(text_index, start, end, detector))
+        return findings
+
+    def _candidates(self, texts: Sequence[str]) -> set[tuple[int, int]]:
+        """(text index, detector index) pairs whose anchor matched inside that text."""
+        clean = [i for i, t in enumerate(texts) if SEPARATOR not in t]
+        found: set[tuple[int, int]] = set()
+        if len(clean) != len(texts):  # a NUL inside a string would blur the boundaries
+            for i in set(range(len(texts))) - set(clean):
+                found.update((i, d) for d in range(len(self.detectors)))
+        if not clean:
+            return found
+        joined = SEPARATOR.join(texts[i] for i in clean)
+        ends: list[tuple[int, int]] = []  # (detector, end offset) in `joined`
+        if self.engine == "hyperscan":
+            data = joined.encode("utf-8", "surrogatepass")
+            if len(data) == len(joined):
+                starts = _starts(len(texts[i]) for i in clean)
+            else:
+                starts = _starts(len(texts[i].encode("utf-8", "surrogatepass")) for i in clean)
+
+            def on_match(detector: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+                ends.append((detector, to))
+
+            self._db.scan(data, match_event_handler=on_match)
+        else:
+            starts = _starts(len(texts[i]) for i in clean)
+            for detector, anchor in enumerate(self._anchors):
+                ends.extend((detector, m.end()) for m in anchor.finditer(joined))
+        for detector, end in ends:
+            position = bisect.bisect_right(starts, end - 1) - 1
+            found.add((clean[position], detector))
+        return found
+
+
+def _starts(lengths) -> list[int]:
+    """Offsets where each joined text begins (texts are separated by one character)."""
+    return [0, *itertools.accumulate(n + 1 for n in lengths)][:-1]
