@@ -93,6 +93,77 @@ async def _serve(path: Path, config, host: str, port: int, web: bool, web_port: 
     return 0
 
 
+def cmd_mask(args: argparse.Namespace) -> int:
+    """Mask files with the gateway's engine, to try rules before deploying them."""
+    import json
+    import os
+
+    from tracegate.config import ScopeConfig
+    from tracegate.masking import BodyError, Masker, MaskReport
+
+    if args.detectors:
+        if args.config or args.role:
+            return _fail("use either --detectors or --config/--role", EXIT_USAGE)
+        scope = ScopeConfig(
+            operations=["GetObject"],
+            prefixes=[""],
+            detectors={
+                "run": ["secrets", "pii"] if args.detectors == "all" else args.detectors.split(",")
+            },
+        )
+        hash_key = None
+    else:
+        if not (args.config and args.role):
+            return _fail("give --config and --role, or --detectors all", EXIT_USAGE)
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            return _fail(str(exc))
+        role = config.roles.get(args.role)
+        if role is None:
+            return _fail(f"{args.config}: no role {args.role!r} (roles: {', '.join(config.roles)})")
+        purpose = args.purpose or role.default_purpose
+        if purpose not in role.scopes:
+            return _fail(f"role {args.role!r} has no purpose {purpose!r}")
+        scope = role.scopes[purpose]
+        hash_key = os.environ.get(config.masking.hash_key_env, "").encode() or None
+    try:
+        masker = Masker(scope, hash_key or b"tracegate-mask-cli")
+    except ValueError as exc:
+        return _fail(str(exc))
+    out_dir = Path(args.output) if args.output else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    total = MaskReport()
+    for name in args.files:
+        path = Path(name)
+        kind = "jsonl" if path.suffix in (".jsonl", ".ndjson") else "json"
+        try:
+            body = path.read_bytes()
+        except OSError as exc:
+            return _fail(f"{path}: cannot read: {exc.strerror}", EXIT_USAGE)
+        report = MaskReport()
+        try:
+            masked = masker.mask_body(body, kind, report)
+        except BodyError as exc:
+            return _fail(f"{path}: {exc}", EXIT_USAGE)
+        if kind == "json":
+            masked = json.dumps(json.loads(masked), ensure_ascii=False, indent=2).encode() + b"\n"
+        if out_dir:
+            (out_dir / path.name).write_bytes(masked)
+        else:
+            sys.stdout.buffer.write(masked)
+        for rule, count in report.counts.items():
+            total.counts[rule] += count
+            total.actions[rule] = report.actions[rule]
+        total.documents += report.documents
+    if args.report:
+        print(f"{total.documents} document(s) masked", file=sys.stderr)
+        for rule, count in sorted(total.counts.items()):
+            print(f"  {rule:<32} {total.actions[rule]:<8} {count}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tracegate", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--listen-host", default=None, help="override listen.host")
     run.add_argument("--listen-port", type=int, default=None, help="override listen.port")
     run.set_defaults(func=cmd_run)
+
+    mask = sub.add_parser("mask", help="mask JSON/JSONL files with the gateway's engine")
+    mask.add_argument("files", nargs="+", metavar="FILE", help=".json or .jsonl files")
+    mask.add_argument("--config", help="the YAML config whose rules to apply")
+    mask.add_argument("--role", help="the role whose scope to apply (with --config)")
+    mask.add_argument("--purpose", help="the purpose (default: the role's default)")
+    mask.add_argument(
+        "--detectors", help="no config: run detectors ('all', or names/groups, comma-separated)"
+    )
+    mask.add_argument("-o", "--output", help="write one masked file per input into this folder")
+    mask.add_argument("--report", action="store_true", help="print counts per type to stderr")
+    mask.set_defaults(func=cmd_mask)
 
     check = sub.add_parser("check", help="validate a config file offline")
     check.add_argument("config", help="the YAML config")

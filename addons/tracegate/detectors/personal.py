@@ -33,6 +33,26 @@ def _card(value: str) -> bool:
     return 13 <= len(digits) <= 19 and bool(CARD_PREFIX.match(digits)) and luhn.is_valid(digits)
 
 
+CARD_CANDIDATE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,}(?![\d-])")
+DIGIT_GROUP = re.compile(r"\d+")
+
+
+def _cards(text: str) -> Iterator[Span]:
+    """Card numbers inside digit runs: the longest valid run of whole digit groups wins, so a
+    card followed by another number ("4111 1111 1111 1111 42") is still found."""
+    for match in CARD_CANDIDATE.finditer(text):
+        groups = [(g.start(), g.end()) for g in DIGIT_GROUP.finditer(match.group())]
+        base, i = match.start(), 0
+        while i < len(groups):
+            for j in range(len(groups) - 1, i - 1, -1):
+                start, end = base + groups[i][0], base + groups[j][1]
+                if _card(text[start:end]):
+                    yield start, end
+                    i = j
+                    break
+            i += 1
+
+
 def _iban(value: str) -> bool:
     return iban.is_valid(value.replace(" ", ""))
 
@@ -92,8 +112,7 @@ PERSONAL: list[Detector] = [
         "card",
         "pii",
         anchor=r"\d{4}[ -]?\d{4}[ -]?\d{4}",
-        pattern=re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"),
-        validate=_card,
+        finder=_cards,
     ),
     Detector(
         "iban",

@@ -24,6 +24,10 @@ KEYWORDS = (
 )
 
 
+# Word-shaped values ("Bearer", "basic", "NONE", "read_only") are settings, not secrets.
+WORDS = re.compile(r"[A-Z]?[a-z]+(?:[ _-][A-Za-z]?[a-z]+)*|[A-Z]+(?:[ _-][A-Z]+)*")
+
+
 def _not_placeholder(value: str) -> bool:
     return not PLACEHOLDERS.match(value.strip("'\""))
 
@@ -43,7 +47,27 @@ def _assigned_secret(value: str) -> bool:
         return False
     if HEX_OR_UUID.match(value) and len(value) in (7, 8, 12, 32, 36, 40, 64):
         return False  # git SHAs, UUIDs and digests are identifiers, not secrets
-    return not re.fullmatch(r"[a-z]+(?:[ _-][a-z]+)*", value)  # plain words: prose, not keys
+    # plain words are prose, not keys
+    return not WORDS.fullmatch(value)
+
+
+SECRET_KEY_WORDS = {"password", "passwd", "pwd", "passphrase", "secret", "token", "apikey"}
+SECRET_KEY_NAMES = {
+    "api_key", "access_key", "private_key", "client_secret", "auth_token", "access_token",
+    "refresh_token", "secret_key", "secret_access_key", "session_token", "credentials",
+}  # fmt: skip
+
+
+def is_secret_key_name(key: str) -> bool:
+    """A JSON key that names a credential: its string value is judged as a whole."""
+    lowered = key.lower().replace("-", "_").replace(".", "_")
+    if any(lowered.endswith(name) for name in SECRET_KEY_NAMES):
+        return True
+    return bool(SECRET_KEY_WORDS & set(lowered.split("_")))
+
+
+def is_assigned_secret(value: str) -> bool:
+    return _assigned_secret(value)
 
 
 def _high_entropy(value: str) -> bool:
@@ -56,6 +80,11 @@ def _high_entropy(value: str) -> bool:
     )
 
 
+def _aws_key_id(value: str) -> bool:
+    body = value[4:]
+    return not (value.endswith("EXAMPLE") or re.fullmatch(r"X+", body) or len(set(body)) < 6)
+
+
 def _aws_secret(value: str) -> bool:
     return shannon_entropy(value) >= 3.5
 
@@ -66,6 +95,7 @@ SECRETS: list[Detector] = [
         "secrets",
         anchor=r"(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}",
         pattern=re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"),
+        validate=_aws_key_id,
     ),
     Detector(
         "aws_secret_access_key",

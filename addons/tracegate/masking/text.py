@@ -17,6 +17,7 @@ from typing import Any
 
 from tracegate.detectors.base import Detector
 from tracegate.detectors.scanner import Finding, Scanner
+from tracegate.detectors.secrets import is_assigned_secret, is_secret_key_name
 from tracegate.masking.paths import Path
 from tracegate.masking.report import MaskReport
 
@@ -57,6 +58,8 @@ class TextMasker:
     ) -> None:
         self.scanner = Scanner(detectors)
         self.actions = dict(actions)
+        # Values under keys like "password" or "api_key" are judged whole, by the key.
+        self._keyed = next((d for d in detectors if d.name == "secret_assignment"), None)
         self._hash_key = hash_key
         if hash_key is None and "hash" in self.actions.values():
             raise ValueError("hash actions need a hash key")
@@ -66,6 +69,8 @@ class TextMasker:
         root = [document]  # a holder, so a top-level string can be replaced like any other
         _collect(root, 0, document, (), 0, 0, collected)
         findings = self.scanner.scan([slot.text for slot in collected.slots])
+        if self._keyed is not None:
+            findings.extend(_keyed_secrets(collected.slots, self._keyed))
         if not findings:
             return document
         by_slot: dict[int, list[Finding]] = {}
@@ -146,16 +151,28 @@ def _collect(
                 except ValueError:
                     inner = None
                 if isinstance(inner, dict | list):
-                    out.embedded.append(_Embedded(slot, inner, compact=", " not in node))
+                    out.embedded.append(
+                        _Embedded(slot, inner, compact=", " not in node and ": " not in node)
+                    )
                     _collect(
                         [inner], 0, inner, (*path, "<json>"), len(out.embedded), depth + 1, out
                     )
                     continue
             out.slots.append(slot)
-        elif isinstance(node, dict):
-            stack.extend((node, k, v, (*path, k)) for k, v in node.items())
+        elif isinstance(node, dict):  # pushed reversed, so strings come in document order
+            stack.extend(reversed([(node, k, v, (*path, k)) for k, v in node.items()]))
         elif isinstance(node, list):
-            stack.extend((node, i, v, (*path, i)) for i, v in enumerate(node))
+            stack.extend(reversed([(node, i, v, (*path, i)) for i, v in enumerate(node)]))
+
+
+def _keyed_secrets(slots: list[_Slot], detector: Detector) -> list[Finding]:
+    return [
+        Finding(index, 0, len(slot.text), detector)
+        for index, slot in enumerate(slots)
+        if isinstance(slot.key, str)
+        and is_secret_key_name(slot.key)
+        and is_assigned_secret(slot.text)
+    ]
 
 
 def _non_overlapping(findings: list[Finding]) -> list[Finding]:

@@ -1,0 +1,198 @@
+"""Each detector on its own: real values found, look-alikes left alone; and how findings apply."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tracegate.config import DetectorPolicy, ScopeConfig
+from tracegate.demo.corpus import build_corpus
+from tracegate.detectors import ALL, BY_NAME
+from tracegate.detectors.scanner import Scanner
+from tracegate.masking import Masker, MaskReport
+
+FOUND = {
+    "aws_access_key_id": ["key AKIAQ3EGRTYUIOPL7KWM here", "ASIAY34FZKBOKMUTVV7A"],
+    "aws_secret_access_key": ["aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKE"],
+    "github_token": ["token ghp_16C7e42F292c6912E7710c838347Ae178B4a ok"],
+    "gitlab_token": ["glpat-xF3vQ9zN2mK8pL5wR7tY"],
+    "slack_token": ["xoxb-263594206564-2343594206574-FGqddMF8t3cLOYdbhBpVSvJG"],
+    "slack_webhook": [
+        "https://hooks.slack.com/services/T0AAAAAAA/B0BBBBBBB/XXXXXXXXXXXXXXXXXXXXXXXX"
+    ],
+    "stripe_key": ["sk_live_4eC39HqLyjWDarjtT1zdp7dc"],
+    "anthropic_api_key": ["sk-ant-api03-" + "a1B2c3D4" * 12 + "AA"],
+    "openai_api_key": ["sk-proj-" + "Ab1_Cd2-" * 8 + "T3BlbkFJ" + "xY9z" * 10],
+    "google_api_key": ["AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY"],
+    "jwt": [
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+        "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+    ],
+    "private_key": ["-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----"],
+    "url_password": ["postgres://app:s3cr3tPW@db.internal:5432/traces"],
+    "secret_assignment": ['password="Tr0ub4dor&3"', "client_secret: 9f8e7d6c5b4aQ"],
+    "high_entropy_secret": ["the staging credential is Zq8vN2mR7tY4wK1pL9sX3cB6hJ5gF0dA"],
+    "email": ["write to dana.reyes@acme.io today"],
+    "phone": ["call +44 20 7946 0958", "call (415) 867-5309 now", "+49 30 12345678"],
+    "card": ["card 4111 1111 1111 1111", "5555555555554444", "378282246310005"],
+    "iban": ["GB82 WEST 1234 5698 7654 32", "DE89370400440532013000"],
+    "ssn": ["ssn 123-45-6789"],
+    "ipv4": ["from 192.168.10.24 at night", "8.8.8.8"],
+    "ipv6": ["addr 2001:db8:85a3::8a2e:370:7334", "fe80::1ff:fe23:4567:890a"],
+}
+LEFT_ALONE = [
+    "trace 123e4567-e89b-12d3-a456-426614174000",
+    "commit e83c5163316f89bfbde7d9ab23ca2e25604af290 (short e83c516)",
+    "at 2026-11-20T09:14:03Z, 2026-11-20 09:14:03, epoch 1795794382",
+    "upgraded to v2.14.1, python 3.12.1, release 1.2.3.4",
+    "order ORD-20261120-000123 and invoice #48213",
+    "reference 1234567812345678 fails Luhn",
+    "see user@example.com or you@example.org for the format",
+    "AKIAXXXXXXXXXXXXXXXX and AKIAIOSFODNN7EXAMPLE from the docs",
+    "password=<your-password> token=${TOKEN} api_key: YOUR_API_KEY",
+    "max_tokens=4096, temperature=0.2, 429 Too Many Requests",
+    "ssn-like 000-12-3456 and 666-45-6789 are invalid",
+    "token_type: Bearer",
+    "std::vector<int> and 09:14:03",
+]
+
+
+def findings(text: str, detectors=ALL):
+    return [(f.detector.name, text[f.start : f.end]) for f in Scanner(detectors).scan([text])]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"), [(name, text) for name, texts in FOUND.items() for text in texts]
+)
+def test_detector_finds_real_values(name, text):
+    assert name in {found for found, _ in findings(text, [BY_NAME[name]])}
+
+
+@pytest.mark.parametrize("text", LEFT_ALONE)
+def test_look_alikes_are_left_alone(text):
+    assert findings(text) == []
+
+
+def test_hyperscan_and_re_engines_find_the_same():
+    corpus = build_corpus(per_kind=10)
+    texts = []
+    for _, document in corpus.documents:
+        texts.extend(_strings(document))
+    fast, slow = Scanner(ALL), Scanner(ALL, use_hyperscan=False)
+    assert fast.engine == "hyperscan" and slow.engine == "re"
+    as_tuples = lambda fs: sorted((f.text_index, f.start, f.end, f.detector.name) for f in fs)  # noqa: E731
+    assert as_tuples(fast.scan(texts)) == as_tuples(slow.scan(texts))
+
+
+def test_strings_with_nul_bytes_are_still_scanned():
+    texts = ["a\x00b dana@acme.io", "clean", "x AKIAQ3EGRTYUIOPL7KWM"]
+    names = {(f.text_index, f.detector.name) for f in Scanner(ALL).scan(texts)}
+    assert names == {(0, "email"), (2, "aws_access_key_id")}
+
+
+def masker(**detectors) -> Masker:
+    scope = ScopeConfig(operations=["GetObject"], prefixes=[""], detectors=detectors)
+    return Masker(scope, b"detector-test-key")
+
+
+def mask(document, **detectors):
+    report = MaskReport()
+    return masker(**detectors).mask_document(json.loads(json.dumps(document)), report), report
+
+
+def test_json_inside_strings_is_masked_and_stays_valid_json():
+    arguments = json.dumps(
+        {"email": "dana@acme.io", "nested": json.dumps({"k": "AKIAQ3EGRTYUIOPL7KWM"})}
+    )
+    untouched = json.dumps({"city": "Paris"}, indent=2)
+    out, report = mask({"arguments": arguments, "other": untouched})
+    inner = json.loads(out["arguments"])
+    assert inner["email"] == "[REDACTED:EMAIL]"
+    assert json.loads(inner["nested"]) == {"k": "[REDACTED:AWS_ACCESS_KEY_ID]"}
+    assert out["other"] == untouched  # unchanged JSON keeps its exact text
+    assert "$.arguments.<json>.email" in report.paths["detect.email"]
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        ("redact", "mail [REDACTED:EMAIL] now"),
+        ("partial", "mail ****@acme.io now"),
+    ],
+)
+def test_actions_on_findings_in_text(action, expected):
+    out, _ = mask({"t": "mail dana@acme.io now"}, actions={"email": action})
+    assert out["t"] == expected
+
+
+def test_hash_gives_a_stable_typed_pseudonym():
+    first, _ = mask({"t": "a dana@acme.io"}, actions={"email": "hash"})
+    second, _ = mask({"t": "b dana@acme.io"}, actions={"pii": "hash"})
+    assert first["t"].startswith("a [EMAIL:") and first["t"][2:] == second["t"][2:]
+
+
+def test_drop_removes_the_whole_field_or_list_item():
+    out, report = mask(
+        {"keep": "fine", "gone": "call +44 20 7946 0958", "items": ["ok", "8.8.8.8", "ok2"]},
+        actions={"pii": "drop"},
+    )
+    assert out == {"keep": "fine", "items": ["ok", "ok2"]}
+    assert report.counts["detect.phone"] == 1 and report.counts["detect.ipv4"] == 1
+
+
+def test_partial_keeps_the_last_digits_of_cards():
+    out, _ = mask({"t": "card 4111 1111 1111 1111"}, actions={"card": "partial"})
+    assert out["t"] == "card ****1111"
+
+
+def test_values_under_credential_keys_are_judged_whole():
+    out, _ = mask({"password": "Tr0ub4dor&3x", "token_type": "Bearer", "tokenizer": "o200k_base"})
+    assert out == {
+        "password": "[REDACTED:SECRET_ASSIGNMENT]",
+        "token_type": "Bearer",
+        "tokenizer": "o200k_base",
+    }
+
+
+def test_secrets_win_over_personal_data_on_overlap():
+    out, _ = mask({"t": "postgres://dana:p4ssw0rdXY@10.0.0.5/db"})
+    assert "p4ssw0rdXY" not in out["t"] and "[REDACTED:URL_PASSWORD]" in out["t"]
+
+
+def test_only_selected_groups_run_but_secrets_always_do():
+    out, _ = mask({"t": "dana@acme.io AKIAQ3EGRTYUIOPL7KWM"}, run=["phone"])
+    assert out["t"] == "dana@acme.io [REDACTED:AWS_ACCESS_KEY_ID]"
+    revealed, _ = mask({"t": "dana@acme.io AKIAQ3EGRTYUIOPL7KWM"}, run=[], reveal_secrets=True)
+    assert revealed["t"] == "dana@acme.io AKIAQ3EGRTYUIOPL7KWM"
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ({"actions": {"github_token": "partial"}}, "secrets can only be redacted or dropped"),
+        ({"actions": {"secrets": "hash"}}, "secrets can only be redacted or dropped"),
+        ({"run": ["emails"]}, "unknown detector or group 'emails'"),
+    ],
+)
+def test_detector_policy_is_validated(policy, message):
+    with pytest.raises(ValueError, match=message):
+        DetectorPolicy(**policy)
+
+
+def test_reports_count_types_and_paths_never_values():
+    out, report = mask({"a": ["x dana@acme.io", "y bob@acme.io"], "b": {"c": "8.8.8.8"}})
+    data = report.to_dict()["rules"]
+    assert data["detect.email"]["count"] == 2
+    assert data["detect.email"]["paths"] == ["$.a[0]", "$.a[1]"]
+    assert "acme.io" not in json.dumps(data)
+
+
+def _strings(node):
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
