@@ -180,7 +180,7 @@ def test_detector_policy_is_validated(policy, message):
 
 
 def test_reports_count_types_and_paths_never_values():
-    out, report = mask({"a": ["x dana@acme.io", "y bob@acme.io"], "b": {"c": "8.8.8.8"}})
+    _, report = mask({"a": ["x dana@acme.io", "y bob@acme.io"], "b": {"c": "8.8.8.8"}})
     data = report.to_dict()["rules"]
     assert data["detect.email"]["count"] == 2
     assert data["detect.email"]["paths"] == ["$.a[0]", "$.a[1]"]
