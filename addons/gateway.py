@@ -10,8 +10,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import tracegate.proxy
 from mitmproxy import ctx
+
+import tracegate.proxy
 
 
 def load(loader) -> None:

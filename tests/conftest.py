@@ -7,11 +7,11 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+
+from tests.harness import GatewayProcess, gateway_env, write_config
 from tracegate.demo.issuer import TokenIssuer
 from tracegate.demo.store import LocalS3
 from tracegate.demo.traces import sample_objects
-
-from tests.harness import GatewayProcess, gateway_env, write_config
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from tracegate.demo.issuer import TokenIssuer
 from tracegate.demo.store import LocalS3, free_port
 

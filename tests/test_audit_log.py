@@ -4,9 +4,9 @@ import asyncio
 import sqlite3
 
 import pytest
-from tracegate.audit import AuditLog, AuditRecord, AuditWriteError
 
 from tests.harness import audit_rows
+from tracegate.audit import AuditLog, AuditRecord, AuditWriteError
 
 
 def record(n: int) -> AuditRecord:

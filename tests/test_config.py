@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tracegate.config import ConfigError, load_config, parse_size
 
 from tests.harness import BIN, EXAMPLE, REPO
+from tracegate.config import ConfigError, load_config, parse_size
 
 RULES = sorted((REPO / "rules").glob("*.yaml"))
 

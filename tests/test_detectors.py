@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from tracegate.config import DetectorPolicy, ScopeConfig
 from tracegate.demo.corpus import build_corpus
 from tracegate.detectors import ALL, BY_NAME

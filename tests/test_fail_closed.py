@@ -21,9 +21,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tracegate.demo.traces import PLANTED_API_KEY, PLANTED_EMAIL
 
 from tests.harness import BIN, REPO, audit_rows, gateway_env, write_config
+from tracegate.demo.traces import PLANTED_API_KEY, PLANTED_EMAIL
 
 A_TRACE = "/traces/traces/team-a/tr-a001.json"
 RUN_MODES = ["script", "run"]

@@ -9,10 +9,10 @@ import httpx
 import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
-from tracegate.demo.traces import PLANTED_API_KEY, PLANTED_EMAIL
 
 from tests.conftest import s3_client
 from tests.harness import audit_rows
+from tracegate.demo.traces import PLANTED_API_KEY, PLANTED_EMAIL
 
 A_TRACE = "traces/team-a/tr-a001.json"
 B_TRACE = "traces/team-b/tr-b001.json"

@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 from jose import jwt
+
 from tracegate.config import IdentityConfig
 from tracegate.demo.issuer import SigningKey, TokenIssuer
 from tracegate.denial import Denial
@@ -282,6 +283,7 @@ def test_store_refuses_requests_that_do_not_come_through_the_gateway(store):
     direct = httpx.get(f"{store.endpoint}/traces/traces/team-a/tr-a001.json")
     assert direct.status_code == 403
     from botocore.exceptions import ClientError
+
     from tracegate.demo.store import Keys
 
     forged = store.client(Keys(store.gateway_keys.access_key_id, "not-the-secret" * 3))

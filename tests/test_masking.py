@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from tracegate.config import ScopeConfig
 from tracegate.demo.traces import PLANTED_EMAIL, agent_trace, otlp_trace
 from tracegate.masking import BodyError, Masker, MaskReport

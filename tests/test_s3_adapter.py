@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 from botocore.exceptions import FlexibleChecksumError
 from botocore.httpchecksum import _handle_bytes_response
+
 from tracegate.content import decode_body, document_kind
 from tracegate.denial import Denial
 from tracegate.stores import s3
