@@ -103,3 +103,62 @@ def test_usage_errors_are_one_line(tmp_path):
     result = run_cli("frobnicate")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+# -- tracegate mask ------------------------------------------------------------------------
+
+TRACE = {
+    "prompt": "my key is AKIAQ3EGRTYUIOPL7KWM, mail dana@acme.io",
+    "args": json.dumps({"password": "Tr0ub4dor&3x", "card": "4111 1111 1111 1111"}),
+}
+
+
+def test_mask_with_all_detectors_prints_masked_json(tmp_path):
+    source = tmp_path / "trace.json"
+    source.write_text(json.dumps(TRACE))
+    result = run_cli("mask", "--detectors", "all", "--report", str(source))
+    assert result.returncode == 0, result.stderr
+    masked = json.loads(result.stdout)
+    assert masked["prompt"] == "my key is [REDACTED:AWS_ACCESS_KEY_ID], mail [REDACTED:EMAIL]"
+    assert json.loads(masked["args"]) == {
+        "password": "[REDACTED:SECRET_ASSIGNMENT]",
+        "card": "[REDACTED:CARD]",
+    }
+    assert "detect.aws_access_key_id" in result.stderr and "1 document(s)" in result.stderr
+
+
+def test_mask_with_a_roles_scope_writes_one_file_per_input(tmp_path, store, issuer):
+    config = write_config(tmp_path / "c.yaml", store, issuer, tmp_path / "a.sqlite3")
+    source = tmp_path / "chats.jsonl"
+    source.write_text("\n".join(json.dumps(TRACE) for _ in range(3)) + "\n")
+    out = tmp_path / "out"
+    result = run_cli(
+        "mask", "--config", str(config), "--role", "support", "-o", str(out), str(source)
+    )
+    assert result.returncode == 0, result.stderr
+    lines = (out / "chats.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+    args = json.loads(json.loads(lines[0])["args"])
+    assert args["card"] == "****1111"  # the support scope's partial action for cards
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("broken.json", '{"a": ', "broken.json: body is not valid JSON"),
+        ("cut.jsonl", '{"ok": 1}\n{"trunc', "cut.jsonl: line 2 is not valid JSON"),
+    ],
+)
+def test_mask_bad_input_is_one_line_with_exit_2(tmp_path, name, content, message):
+    source = tmp_path / name
+    source.write_text(content)
+    result = run_cli("mask", "--detectors", "all", str(source))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_mask_needs_either_detectors_or_a_role(tmp_path):
+    result = run_cli("mask", str(tmp_path / "x.json"))
+    assert result.returncode == 2
+    assert "give --config and --role, or --detectors all" in result.stderr

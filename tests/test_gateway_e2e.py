@@ -231,3 +231,31 @@ def test_every_request_gets_an_audit_row_without_tokens(shared_gateway, support_
     dump = "\n".join(str(r) for r in flows.values())
     assert support_token not in dump and support_token.split(".")[2] not in dump
     assert PLANTED_API_KEY not in dump and PLANTED_EMAIL not in dump
+
+
+def test_free_text_secrets_and_personal_data_are_masked_in_flight(shared_gateway, support_token):
+    response = get(shared_gateway, f"/traces/{A_TRACE}", support_token)
+    user_message = response.json()["messages"][1]["content"]
+    # The card and email sit inside prose; the support scope shows cards partially and
+    # pseudonymises emails (see rules/example.yaml).
+    assert "4111111111111111" not in response.text and "****1111" in user_message
+    assert PLANTED_EMAIL not in response.text and "[EMAIL:" in user_message
+    audit = shared_gateway.config.parent / "audit.sqlite3"
+    flow_id = response.headers["x-tracegate-flow"]
+    deadline = time.monotonic() + 5
+    while not (rows := audit_rows(audit, flow_id=flow_id)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rules = json.loads(rows[0]["masks"])["rules"]
+    assert rules["detect.card"] == {
+        "action": "partial",
+        "count": 1,
+        "paths": ["$.messages[1].content"],
+    }
+    assert rules["detect.email"]["action"] == "hash"
+    assert PLANTED_EMAIL not in rows[0]["masks"]
+
+
+def test_json_encoded_tool_results_stay_valid_json_after_masking(shared_gateway, support_token):
+    response = get(shared_gateway, f"/traces/{A_TRACE}", support_token)
+    tool_result = response.json()["messages"][3]["content"]
+    assert json.loads(tool_result) == [{"invoice": "INV-20931", "amount": 49.0}]

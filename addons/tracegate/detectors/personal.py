@@ -65,9 +65,19 @@ PHONE_CANDIDATE = re.compile(r"(?:\+|\b)\d[\d ().-]{6,}\d")
 
 
 def _phones(text: str) -> Iterator[Span]:
-    """phonenumbers' own matcher: it knows national formats and rejects dates and IDs."""
-    for match in phonenumbers.PhoneNumberMatcher(text, "US", leniency=phonenumbers.Leniency.VALID):
-        yield match.start, match.end
+    """phonenumbers' own matcher (it knows national formats and rejects dates and IDs), run on
+    a small window around each digit run rather than the whole text."""
+    last_end = 0
+    for candidate in PHONE_CANDIDATE.finditer(text):
+        if candidate.start() < last_end:
+            continue
+        lo, hi = max(0, candidate.start() - 6), min(len(text), candidate.end() + 6)
+        window = text[lo:hi]
+        for match in phonenumbers.PhoneNumberMatcher(
+            window, "US", leniency=phonenumbers.Leniency.VALID
+        ):
+            yield lo + match.start, lo + match.end
+            last_end = lo + match.end
 
 
 IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")

@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - exercised by forcing the fallback in t
 SEPARATOR = "\x00"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
     text_index: int
     start: int
@@ -76,17 +76,17 @@ class Scanner:
         ends: list[tuple[int, int]] = []  # (detector, end offset) in `joined`
         if self.engine == "hyperscan":
             data = joined.encode("utf-8", "surrogatepass")
-            if len(data) == len(joined):
-                starts = _starts(len(texts[i]) for i in clean)
+            if len(data) == len(joined):  # ASCII: byte offsets are character offsets
+                starts = _starts(map(len, (texts[i] for i in clean)))
             else:
-                starts = _starts(len(texts[i].encode("utf-8", "surrogatepass")) for i in clean)
+                starts = _starts(map(len, data.split(SEPARATOR.encode())))
 
             def on_match(detector: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
                 ends.append((detector, to))
 
             self._db.scan(data, match_event_handler=on_match)
         else:
-            starts = _starts(len(texts[i]) for i in clean)
+            starts = _starts(map(len, (texts[i] for i in clean)))
             for detector, anchor in enumerate(self._anchors):
                 ends.extend((detector, m.end()) for m in anchor.finditer(joined))
         for detector, end in ends:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 
@@ -58,6 +59,7 @@ SECRET_KEY_NAMES = {
 }  # fmt: skip
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key_name(key: str) -> bool:
     """A JSON key that names a credential: its string value is judged as a whole."""
     lowered = key.lower().replace("-", "_").replace(".", "_")
@@ -189,7 +191,7 @@ SECRETS: list[Detector] = [
     Detector(
         "secret_assignment",
         "secrets",
-        anchor=rf"(?:{KEYWORDS})['\"]?\s*[:=]",
+        anchor=rf"\b(?:{KEYWORDS})['\"]?\s*[:=]",
         caseless=True,
         pattern=re.compile(
             rf"(?i)\b(?:{KEYWORDS})['\"]?\s*(?::|=|=>)\s*['\"]?"
@@ -200,7 +202,7 @@ SECRETS: list[Detector] = [
     Detector(
         "high_entropy_secret",
         "secrets",
-        anchor=rf"(?:{KEYWORDS}).{{0,30}}[A-Za-z0-9+/=_-]{{20}}",
+        anchor=rf"\b(?:{KEYWORDS})\b.{{0,30}}[A-Za-z0-9+/=_-]{{20}}",
         caseless=True,
         pattern=re.compile(
             rf"(?i)\b(?:{KEYWORDS})\b[^\n]{{0,30}}?(?<![A-Za-z0-9+/=_-])"

@@ -25,13 +25,17 @@ MAX_JSON_DEPTH = 3
 GROUP_PRIORITY = {"secrets": 0, "pii": 1}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Slot:
     parent: Any  # dict or list holding the string (None: the string is the whole document)
     key: Any
     text: str
-    path: Path
+    path: Path  # of the container holding it
     owner: int  # which document it belongs to: 0 is the top level, others are embedded JSON
+    exact: Path | None = None  # the string's own path, when it was not added by its container
+
+    def full_path(self) -> Path:
+        return self.exact if self.exact is not None else (*self.path, self.key)
 
 
 @dataclass
@@ -46,7 +50,9 @@ class _Embedded:
 
 @dataclass
 class _Collected:
-    slots: list[_Slot] = field(default_factory=list)
+    # Raw slots as tuples in _Slot's field order: cheaper to make than objects, and only the
+    # few strings with findings ever become a _Slot.
+    slots: list[tuple[Any, ...]] = field(default_factory=list)
     embedded: list[_Embedded] = field(default_factory=list)
 
 
@@ -68,7 +74,7 @@ class TextMasker:
         collected = _Collected()
         root = [document]  # a holder, so a top-level string can be replaced like any other
         _collect(root, 0, document, (), 0, 0, collected)
-        findings = self.scanner.scan([slot.text for slot in collected.slots])
+        findings = self.scanner.scan([raw[2] for raw in collected.slots])
         if self._keyed is not None:
             findings.extend(_keyed_secrets(collected.slots, self._keyed))
         if not findings:
@@ -78,7 +84,7 @@ class TextMasker:
             by_slot.setdefault(finding.text_index, []).append(finding)
         drops: list[_Slot] = []
         for index, slot_findings in by_slot.items():
-            slot = collected.slots[index]
+            slot = _Slot(*collected.slots[index])
             new_text, dropped = self._apply(slot, _non_overlapping(slot_findings), report)
             if dropped:
                 drops.append(slot)
@@ -107,7 +113,7 @@ class TextMasker:
         for finding in findings:
             detector = finding.detector
             action = self.actions.get(detector.name, "redact")
-            report.add(f"detect.{detector.name}", action, slot.path)
+            report.add(f"detect.{detector.name}", action, slot.full_path())
             if action == "drop":
                 return slot.text, True
             pieces.append(slot.text[cursor : finding.start])
@@ -133,45 +139,57 @@ class TextMasker:
 def _collect(
     parent: Any, key: Any, node: Any, path: Path, owner: int, depth: int, out: _Collected
 ) -> None:
-    """Gather every string value, descending into strings that hold a JSON object or array."""
-    stack = [(parent, key, node, path)]
+    """Gather every string value, descending into strings that hold a JSON object or array.
+
+    This walk touches every node of every trace, so it stays lean: a slot records its parent
+    container and key, and paths are tuples built per container, not per string.
+    """
+    if isinstance(node, str):
+        _add_string(parent, key, node, path, owner, depth, out)
+        return
+    slots = out.slots
+    stack = [(node, path)]
     while stack:
-        parent, key, node, path = stack.pop()
-        if isinstance(node, str):
-            slot = _Slot(parent, key, node, path, owner)
-            stripped = node.strip()
-            if (
-                depth < MAX_JSON_DEPTH
-                and len(stripped) > 1
-                and stripped[0] in "{["
-                and stripped[-1] in "}]"
-            ):
-                try:
-                    inner = json.loads(stripped)
-                except ValueError:
-                    inner = None
-                if isinstance(inner, dict | list):
-                    out.embedded.append(
-                        _Embedded(slot, inner, compact=", " not in node and ": " not in node)
-                    )
-                    _collect(
-                        [inner], 0, inner, (*path, "<json>"), len(out.embedded), depth + 1, out
-                    )
-                    continue
-            out.slots.append(slot)
-        elif isinstance(node, dict):  # pushed reversed, so strings come in document order
-            stack.extend(reversed([(node, k, v, (*path, k)) for k, v in node.items()]))
-        elif isinstance(node, list):
-            stack.extend(reversed([(node, i, v, (*path, i)) for i, v in enumerate(node)]))
+        container, container_path = stack.pop()
+        items = container.items() if isinstance(container, dict) else enumerate(container)
+        nested = []
+        for k, value in items:
+            kind = type(value)
+            if kind is str:
+                if value.startswith(("{", "[")) or (
+                    value[:1].isspace() and value.lstrip().startswith(("{", "["))
+                ):
+                    _add_string(container, k, value, (*container_path, k), owner, depth, out)
+                else:
+                    slots.append((container, k, value, container_path, owner, None))
+            elif kind is dict or kind is list:
+                nested.append((value, (*container_path, k)))
+        stack.extend(reversed(nested))  # reversed, so strings come in document order
 
 
-def _keyed_secrets(slots: list[_Slot], detector: Detector) -> list[Finding]:
+def _add_string(
+    parent: Any, key: Any, text: str, path: Path, owner: int, depth: int, out: _Collected
+) -> None:
+    stripped = text.strip()
+    if depth < MAX_JSON_DEPTH and len(stripped) > 1 and stripped[-1] in "}]":
+        try:
+            inner = json.loads(stripped)
+        except ValueError:
+            inner = None
+        if isinstance(inner, dict | list):
+            compact = ", " not in text and ": " not in text
+            slot = _Slot(parent, key, text, (), owner, exact=path)
+            out.embedded.append(_Embedded(slot, inner, compact))
+            _collect([inner], 0, inner, (*path, "<json>"), len(out.embedded), depth + 1, out)
+            return
+    out.slots.append((parent, key, text, (), owner, path))
+
+
+def _keyed_secrets(slots: list[tuple[Any, ...]], detector: Detector) -> list[Finding]:
     return [
-        Finding(index, 0, len(slot.text), detector)
-        for index, slot in enumerate(slots)
-        if isinstance(slot.key, str)
-        and is_secret_key_name(slot.key)
-        and is_assigned_secret(slot.text)
+        Finding(index, 0, len(raw[2]), detector)
+        for index, raw in enumerate(slots)
+        if type(raw[1]) is str and is_secret_key_name(raw[1]) and is_assigned_secret(raw[2])
     ]
 
 
