@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - exercised by forcing the fallback in t
     hyperscan = None
 
 SEPARATOR = "\x00"
+CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,22 +65,39 @@ class Scanner:
         return findings
 
     def _candidates(self, texts: Sequence[str]) -> set[tuple[int, int]]:
-        """(text index, detector index) pairs whose anchor matched inside that text."""
-        clean = [i for i, t in enumerate(texts) if SEPARATOR not in t]
+        """(text index, detector index) pairs whose anchor matched inside that text.
+
+        Texts are scanned in batches of about CHUNK characters, so the joined buffer (and its
+        encoded copy) stays small however large the document is.
+        """
         found: set[tuple[int, int]] = set()
-        if len(clean) != len(texts):  # a NUL inside a string would blur the boundaries
-            for i in set(range(len(texts))) - set(clean):
+        batch: list[int] = []
+        size = 0
+        for index, text in enumerate(texts):
+            batch.append(index)
+            size += len(text) + 1
+            if size >= CHUNK:
+                found |= self._batch_candidates(texts, batch)
+                batch, size = [], 0
+        if batch:
+            found |= self._batch_candidates(texts, batch)
+        return found
+
+    def _batch_candidates(self, texts: Sequence[str], batch: list[int]) -> set[tuple[int, int]]:
+        clean = [i for i in batch if SEPARATOR not in texts[i]]
+        found: set[tuple[int, int]] = set()
+        if len(clean) != len(batch):  # a NUL inside a string would blur the boundaries
+            for i in set(batch) - set(clean):
                 found.update((i, d) for d in range(len(self.detectors)))
         if not clean:
             return found
-        joined = SEPARATOR.join(texts[i] for i in clean)
+        joined = SEPARATOR.join([texts[i] for i in clean])
         ends: list[tuple[int, int]] = []  # (detector, end offset) in `joined`
         if self.engine == "hyperscan":
             data = joined.encode("utf-8", "surrogatepass")
-            if len(data) == len(joined):  # ASCII: byte offsets are character offsets
-                starts = _starts(map(len, (texts[i] for i in clean)))
-            else:
-                starts = _starts(map(len, data.split(SEPARATOR.encode())))
+            del joined
+            # Byte offsets of each text: split the (chunk-sized) buffer at the separators.
+            starts = _starts(map(len, data.split(SEPARATOR.encode())))
 
             def on_match(detector: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
                 ends.append((detector, to))
@@ -89,9 +107,8 @@ class Scanner:
             starts = _starts(map(len, (texts[i] for i in clean)))
             for detector, anchor in enumerate(self._anchors):
                 ends.extend((detector, m.end()) for m in anchor.finditer(joined))
-        for detector, end in ends:
-            position = bisect.bisect_right(starts, end - 1) - 1
-            found.add((clean[position], detector))
+        for detector, end in set(ends):
+            found.add((clean[bisect.bisect_right(starts, end - 1) - 1], detector))
         return found
 
 

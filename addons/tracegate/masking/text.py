@@ -22,6 +22,8 @@ from tracegate.masking.paths import Path
 from tracegate.masking.report import MaskReport
 
 MAX_JSON_DEPTH = 3
+# The shortest value any detector reports ("a@b.io", "1.1.1.1", a 6-character password).
+MIN_TEXT = 6
 GROUP_PRIORITY = {"secrets": 0, "pii": 1}
 
 
@@ -141,30 +143,33 @@ def _collect(
 ) -> None:
     """Gather every string value, descending into strings that hold a JSON object or array.
 
-    This walk touches every node of every trace, so it stays lean: a slot records its parent
+    This walk touches every node of every trace, so it stays lean: a slot is a tuple naming its
     container and key, and paths are tuples built per container, not per string.
     """
     if isinstance(node, str):
         _add_string(parent, key, node, path, owner, depth, out)
-        return
-    slots = out.slots
-    stack = [(node, path)]
-    while stack:
-        container, container_path = stack.pop()
-        items = container.items() if isinstance(container, dict) else enumerate(container)
-        nested = []
-        for k, value in items:
-            kind = type(value)
-            if kind is str:
-                if value.startswith(("{", "[")) or (
-                    value[:1].isspace() and value.lstrip().startswith(("{", "["))
-                ):
-                    _add_string(container, k, value, (*container_path, k), owner, depth, out)
-                else:
-                    slots.append((container, k, value, container_path, owner, None))
-            elif kind is dict or kind is list:
-                nested.append((value, (*container_path, k)))
-        stack.extend(reversed(nested))  # reversed, so strings come in document order
+    elif node:
+        _walk(node, path, owner, depth, out, out.slots.append)
+
+
+def _walk(container: Any, path: Path, owner: int, depth: int, out: _Collected, append: Any) -> None:
+    items = container.items() if type(container) is dict else enumerate(container)
+    for k, value in items:
+        kind = type(value)
+        if kind is str:
+            if len(value) < MIN_TEXT:
+                continue  # too short for any detector (or a credential) to match
+            first = value[0]
+            if (
+                first == "{"
+                or first == "["
+                or (first.isspace() and value.lstrip()[:1] in ("{", "["))
+            ):
+                _add_string(container, k, value, (*path, k), owner, depth, out)
+            else:
+                append((container, k, value, path, owner, None))
+        elif (kind is dict or kind is list) and value:
+            _walk(value, (*path, k), owner, depth, out, append)
 
 
 def _add_string(
