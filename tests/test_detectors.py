@@ -197,3 +197,29 @@ def _strings(node):
     elif isinstance(node, list):
         for value in node:
             yield from _strings(value)
+
+
+def b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def test_otlp_bytes_values_are_decoded_masked_and_re_encoded():
+    import base64
+
+    attributes = [
+        {"key": "note", "value": {"bytesValue": b64(b"mail dana@acme.io now")}},
+        {"key": "blob", "value": {"bytesValue": b64(bytes(range(256)))}},
+    ]
+    out, report = mask({"attributes": attributes})
+    decoded = base64.b64decode(out["attributes"][0]["value"]["bytesValue"]).decode()
+    assert decoded == "mail [REDACTED:EMAIL] now"
+    assert out["attributes"][1] == attributes[1]  # binary data is left as it is
+    assert report.counts["detect.email"] == 1
+
+
+def test_other_base64_is_not_decoded():
+    hidden = b64(b"mail dana@acme.io now")
+    out, _ = mask({"payload": hidden})
+    assert out["payload"] == hidden

@@ -8,6 +8,7 @@ them changed, so they stay valid JSON and untouched ones keep their exact text.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -35,6 +36,7 @@ class _Slot:
     path: Path  # of the container holding it
     owner: int  # which document it belongs to: 0 is the top level, others are embedded JSON
     exact: Path | None = None  # the string's own path, when it was not added by its container
+    codec: str | None = None  # "base64": the value is stored encoded (OTLP bytesValue)
 
     def full_path(self) -> Path:
         return self.exact if self.exact is not None else (*self.path, self.key)
@@ -91,7 +93,7 @@ class TextMasker:
             if dropped:
                 drops.append(slot)
             elif new_text != slot.text:
-                slot.parent[slot.key] = new_text
+                slot.parent[slot.key] = _encode(new_text, slot.codec)
             else:
                 continue
             if slot.owner:
@@ -159,6 +161,11 @@ def _walk(container: Any, path: Path, owner: int, depth: int, out: _Collected, a
         if kind is str:
             if len(value) < MIN_TEXT:
                 continue  # too short for any detector (or a credential) to match
+            if k == "bytesValue":  # OTLP bytes attributes: base64 by definition
+                decoded = _base64_text(value)
+                if decoded is not None:
+                    append((container, k, decoded, path, owner, None, "base64"))
+                continue
             first = value[0]
             if (
                 first == "{"
@@ -167,7 +174,7 @@ def _walk(container: Any, path: Path, owner: int, depth: int, out: _Collected, a
             ):
                 _add_string(container, k, value, (*path, k), owner, depth, out)
             else:
-                append((container, k, value, path, owner, None))
+                append((container, k, value, path, owner, None, None))
         elif (kind is dict or kind is list) and value:
             _walk(value, (*path, k), owner, depth, out, append)
 
@@ -187,7 +194,20 @@ def _add_string(
             out.embedded.append(_Embedded(slot, inner, compact))
             _collect([inner], 0, inner, (*path, "<json>"), len(out.embedded), depth + 1, out)
             return
-    out.slots.append((parent, key, text, (), owner, path))
+    out.slots.append((parent, key, text, (), owner, path, None))
+
+
+def _base64_text(value: str) -> str | None:
+    """The UTF-8 text a base64 value holds, or None for binary or invalid data."""
+    try:
+        text = base64.b64decode(value, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return text if text.replace("\n", "").replace("\t", "").isprintable() else None
+
+
+def _encode(text: str, codec: str | None) -> str:
+    return base64.b64encode(text.encode()).decode() if codec == "base64" else text
 
 
 def _keyed_secrets(slots: list[tuple[Any, ...]], detector: Detector) -> list[Finding]:
