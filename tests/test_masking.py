@@ -138,6 +138,8 @@ def test_report_never_holds_values():
 
 DOCUMENTS = [
     agent_trace("t1", "team-a"),
+    {"attributes": {"key": "user.email"}, "a": {"attributes": [{"key": "user.email", "value": 1}]}},
+    {"l": [{"x": "1"}, {"x": 1}, "x"], "x": {"x": 2}},
     otlp_trace("abc"),
     {"a": {"b": 1}, "l": [{"x": 1}, {"x": 2}, 3], "s": "str", "n": None},
     [{"a": 1}, {"a": {"b": [1, 2]}}],
@@ -157,6 +159,12 @@ PATHS = [
     "$[*].a.b[*]",
     "$.*",
     "$",
+    "$..email",
+    "$..attributes[?key == 'user.email'].value.stringValue",
+    "$..attributes[?(@.key == 'gen_ai.request.model')].value",
+    "$..spans[*].attributes[?key == 'nope']",
+    "$.l[?x == '1']",
+    "$..x",
 ]
 
 
@@ -172,7 +180,7 @@ def test_fast_paths_match_exactly_what_jsonpath_ng_finds(path):
 
 
 @pytest.mark.parametrize(
-    "path", ["$..email", "$.a-b", "$['user']", "$.l[0:2]", "$..attributes[?key == 'x']"]
+    "path", ["$.a-b", "$['user']", "$.l[0:2]", "$..attributes[?key > 'x']", '$.l[?x == "1"]']
 )
 def test_other_expressions_go_through_jsonpath_ng(path):
     from tracegate.masking.paths import JsonPathExpression, compile_path

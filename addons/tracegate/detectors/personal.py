@@ -64,12 +64,22 @@ def _ssn(value: str) -> bool:
 PHONE_CANDIDATE = re.compile(r"(?:\+|\b)\d[\d ().-]{6,}\d")
 
 
+DATE_LIKE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")
+
+
+def _could_be_phone(candidate: str) -> bool:
+    """Cheap checks before phonenumbers: E.164 numbers have at most 15 digits (and national
+    ones at least 7), and date shapes are never phone numbers."""
+    digits = sum(c.isdigit() for c in candidate)
+    return 7 <= digits <= 15 and not DATE_LIKE.fullmatch(candidate.strip())
+
+
 def _phones(text: str) -> Iterator[Span]:
     """phonenumbers' own matcher (it knows national formats and rejects dates and IDs), run on
     a small window around each digit run rather than the whole text."""
     last_end = 0
     for candidate in PHONE_CANDIDATE.finditer(text):
-        if candidate.start() < last_end:
+        if candidate.start() < last_end or not _could_be_phone(candidate.group()):
             continue
         lo, hi = max(0, candidate.start() - 6), min(len(text), candidate.end() + 6)
         window = text[lo:hi]
