@@ -220,6 +220,16 @@ def test_mitmweb_never_holds_client_tokens(make_gateway, token):
     assert signature not in flows and signature.encode() not in dump
 
 
+def test_mitmweb_event_log_holds_no_signing_material(make_gateway, token):
+    gateway = make_gateway(how="web")
+    assert fetch(gateway, token).status_code == 200
+    with web_session(gateway) as web:
+        events = web.get("/events.json").text
+    assert "tracegate: loaded" in events  # the log is there, and readable
+    for marker in ("CanonicalRequest", "StringToSign", "Signature:", "AWS4-HMAC-SHA256"):
+        assert marker not in events
+
+
 def test_mitmweb_may_still_change_display_options(make_gateway):
     gateway = make_gateway(how="web")
     with web_session(gateway) as web:

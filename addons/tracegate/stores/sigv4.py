@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -29,6 +31,10 @@ class UpstreamSigner:
     """Signs one request for the store; clients never hold these credentials."""
 
     def __init__(self, credentials: Credentials, region: str, service: str = "s3") -> None:
+        # botocore logs each canonical request and signature at DEBUG; mitmproxy runs with the
+        # root logger at DEBUG and keeps those records in its event log (mitmweb shows them),
+        # and dispatches each one to every addon. Signing material stays out of both.
+        logging.getLogger("botocore").setLevel(logging.WARNING)
         auth_class = S3SigV4Auth if service == "s3" else SigV4Auth
         self._auth = auth_class(credentials, service, region)
 
