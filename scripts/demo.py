@@ -48,6 +48,7 @@ def write_config(store: LocalS3, issuer: TokenIssuer, port: int) -> Path:
     config["identity"]["providers"][0].update(issuer=issuer.issuer, jwks_uri=issuer.jwks_uri)
     config["upstream"]["endpoint"] = store.endpoint
     config["listen"]["port"] = port
+    config.setdefault("admin", {})["port"] = port_or_free(8090)
     config["audit"]["path"] = str(RUN_DIR / "audit.sqlite3")
     path = RUN_DIR / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -21,7 +21,8 @@ from tracegate.demo.store import LocalS3, free_port
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 EXAMPLE = REPO / "rules" / "example.yaml"
-LISTENING = re.compile(r"listening at (?:http://)?\[?[\d.:a-f]+\]?:(\d+)")
+LISTENING = re.compile(r"(?<!admin )listening at (?:http://)?\[?[\d.:a-f]+\]?:(\d+)")
+ADMIN_LISTENING = re.compile(r"admin listening at [\d.]+:(\d+)")
 HASH_KEY = "test-hash-key-0123456789abcdef"
 
 
@@ -35,6 +36,7 @@ def write_config(
     config["upstream"]["bucket"] = store.bucket
     config["audit"]["path"] = str(audit)
     config["listen"]["port"] = 0
+    config.setdefault("admin", {})["port"] = 0
     for dotted, value in overrides.items():
         node = config
         *parents, leaf = dotted.split(".")
@@ -137,6 +139,13 @@ class GatewayProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        self.wait_for_log("admin listening at")
+        match = ADMIN_LISTENING.search(self.log())
+        assert match is not None
+        return f"http://127.0.0.1:{match.group(1)}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""

@@ -71,7 +71,8 @@ async def _serve(path: Path, config, host: str, port: int, web: bool, web_port: 
         from mitmproxy.tools.dump import DumpMaster
 
         master = DumpMaster(opts, with_termlog=True, with_dumper=False)
-    install(master, Runtime())
+    runtime = Runtime()
+    install(master, runtime)
     settings = {
         "mode": [f"reverse:{config.upstream.endpoint}"],
         "listen_host": host,
@@ -89,6 +90,7 @@ async def _serve(path: Path, config, host: str, port: int, web: bool, web_port: 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload, "SIGHUP")
     await master.run()
     return 0
 

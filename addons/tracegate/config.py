@@ -63,6 +63,22 @@ class ListenConfig(Strict):
     certificate: str | None = None
 
 
+class AdminConfig(Strict):
+    """The admin listener: health, readiness and metrics, never reachable via the store route."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8090, ge=0, le=65535)
+    # How long a readiness result (which signs a request to the store) is reused.
+    readiness_cache_seconds: float = Field(5.0, ge=0)
+
+
+class LoggingConfig(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    # One JSON line per decision: "stderr", "stdout", a file path, or "none".
+    decisions: str = "stderr"
+
+
 class ProviderConfig(Strict):
     name: str
     issuer: str
@@ -306,6 +322,8 @@ class GatewayConfig(Strict):
     limits: LimitsConfig = LimitsConfig()
     masking: MaskingConfig = MaskingConfig()
     audit: AuditConfig = AuditConfig()
+    admin: AdminConfig = AdminConfig()
+    logging: LoggingConfig = LoggingConfig()
     purposes: dict[str, PurposeConfig] = Field(min_length=1)
     roles: dict[str, RoleConfig] = Field(min_length=1)
 

@@ -12,13 +12,15 @@ class Denial(Exception):
     status: int
     code: str
     reason: str
+    # A short, fixed category for metrics (e.g. "expired"); never free text.
+    category: str = ""
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.reason}"
 
 
-def unauthenticated(reason: str) -> Denial:
-    return Denial(401, "Unauthenticated", reason)
+def unauthenticated(reason: str, category: str = "invalid") -> Denial:
+    return Denial(401, "Unauthenticated", reason, category)
 
 
 def forbidden(reason: str) -> Denial:

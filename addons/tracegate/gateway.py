@@ -102,16 +102,40 @@ class Exchange:
     upstream_sha256: str | None = None
     bytes_returned: int | None = None
     returned_sha256: str | None = None
+    denial_code: str | None = None
+    denial_category: str = ""
+    upstream_seconds: float | None = None
+    masking_seconds: float | None = None
 
     def deny(self, denial: Denial) -> None:
         self.decision = "deny"
         self.reason = denial.reason
         self.status = denial.status
+        self.denial_code = denial.code
+        self.denial_category = denial.category
 
     def returned(self, body: bytes, status: int) -> None:
         self.status = status
         self.bytes_returned = len(body)
         self.returned_sha256 = hashlib.sha256(body).hexdigest()
+
+    def to_log_entry(self) -> dict[str, Any]:
+        """The decision log line: the audit row's facts without digests, masks as counts."""
+        record = self.to_audit_record()
+        return {
+            "flow_id": record.flow_id,
+            "subject": record.subject,
+            "role": record.role,
+            "purpose": record.purpose,
+            "operation": record.operation,
+            "resource": record.resource,
+            "decision": record.decision,
+            "reason": record.reason,
+            "masks": dict(self.report.counts) if self.decision == "allow" else {},
+            "status": record.status,
+            "latency_ms": record.latency_ms,
+            "policy_version": record.policy_version,
+        }
 
     def to_audit_record(self) -> AuditRecord:
         principal = self.principal

@@ -121,6 +121,10 @@ class AuditLog:
         self._thread = threading.Thread(target=self._run, name="tracegate-audit", daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def close(self) -> None:
         if self._thread is not None:
             self._queue.put(_STOP)

@@ -169,23 +169,26 @@ class TokenValidator:
             header = jwt.get_unverified_header(token)
             unverified = jwt.get_unverified_claims(token)
         except JWTError:
-            raise unauthenticated("malformed token: not a signed JWT") from None
+            raise unauthenticated("malformed token: not a signed JWT", "malformed") from None
         alg = header.get("alg")
         issuer = unverified.get("iss")
         provider = self._providers.get(issuer) if isinstance(issuer, str) else None
         if provider is None:
-            raise unauthenticated(f"unknown token issuer {issuer!r}")
+            raise unauthenticated(f"unknown token issuer {issuer!r}", "unknown_issuer")
         if not isinstance(alg, str) or alg not in provider.algorithms:
             raise unauthenticated(
                 f"token algorithm {alg!r} is not allowed for issuer {provider.issuer} "
-                f"(allowed: {', '.join(provider.algorithms)})"
+                f"(allowed: {', '.join(provider.algorithms)})",
+                "algorithm",
             )
         kid = header.get("kid")
         key = await self.caches[provider.issuer].key_for(kid)
         if key is None:
-            raise unauthenticated(f"unknown signing key (kid {kid!r}) for issuer {issuer}")
+            raise unauthenticated(
+                f"unknown signing key (kid {kid!r}) for issuer {issuer}", "unknown_key"
+            )
         if key.get("alg") not in (None, alg):
-            raise unauthenticated(f"token algorithm {alg} does not match key {kid!r}")
+            raise unauthenticated(f"token algorithm {alg} does not match key {kid!r}", "algorithm")
         claims = self._verify(token, key, alg, provider)
         return self._principal(claims, provider)
 
@@ -202,17 +205,17 @@ class TokenValidator:
                 options={"leeway": self.identity.leeway_seconds, "require_exp": True},
             )
         except ExpiredSignatureError:
-            raise unauthenticated("token expired") from None
+            raise unauthenticated("token expired", "expired") from None
         except JWTClaimsError as exc:
-            raise unauthenticated(_claims_reason(str(exc), provider)) from None
+            raise unauthenticated(*_claims_reason(str(exc), provider)) from None
         except JWTError as exc:
             reason = str(exc).rstrip(".") or "invalid token"
-            raise unauthenticated(f"token rejected: {reason.lower()}") from None
+            raise unauthenticated(f"token rejected: {reason.lower()}", "signature") from None
 
     def _principal(self, claims: dict[str, Any], provider: ProviderConfig) -> Principal:
         subject = claims.get(provider.subject_claim)
         if not isinstance(subject, str) or not subject:
-            raise unauthenticated(f"token has no {provider.subject_claim!r} claim")
+            raise unauthenticated(f"token has no {provider.subject_claim!r} claim", "claims")
         groups = claims.get(provider.roles_claim, [])
         if isinstance(groups, str):
             groups = [groups]
@@ -227,15 +230,15 @@ class TokenValidator:
         )
 
 
-def _claims_reason(message: str, provider: ProviderConfig) -> str:
+def _claims_reason(message: str, provider: ProviderConfig) -> tuple[str, str]:
     lowered = message.lower()
     if "audience" in lowered:
-        return f"wrong audience: token is not for {provider.audience!r}"
+        return f"wrong audience: token is not for {provider.audience!r}", "audience"
     if "issuer" in lowered:
-        return f"wrong issuer: expected {provider.issuer!r}"
+        return f"wrong issuer: expected {provider.issuer!r}", "issuer"
     if "nbf" in lowered or "not yet valid" in lowered:
-        return "token not yet valid (nbf)"
-    return f"token claims rejected: {message}"
+        return "token not yet valid (nbf)", "not_yet_valid"
+    return f"token claims rejected: {message}", "claims"
 
 
 def bearer_token(headers: dict[str, str], token_header: str) -> str:
@@ -254,8 +257,9 @@ def bearer_token(headers: dict[str, str], token_header: str) -> str:
 def _missing_token(token_header: str, auth: str) -> Denial:
     if auth.startswith("AWS4-HMAC-SHA256"):
         return unauthenticated(
-            f"no identity token: AWS SDK clients must send the token in {token_header}"
+            f"no identity token: AWS SDK clients must send the token in {token_header}", "missing"
         )
     return unauthenticated(
-        f"no identity token: send 'Authorization: Bearer <jwt>' or '{token_header}: <jwt>'"
+        f"no identity token: send 'Authorization: Bearer <jwt>' or '{token_header}: <jwt>'",
+        "missing",
     )

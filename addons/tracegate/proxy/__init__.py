@@ -12,8 +12,10 @@ import logging
 
 from mitmproxy import exceptions, hooks
 
+from tracegate.proxy.admin import AdminListener
 from tracegate.proxy.auditrecorder import AuditRecorder
 from tracegate.proxy.configloader import ConfigLoader
+from tracegate.proxy.configwatcher import ConfigWatcher
 from tracegate.proxy.guard import Guard
 from tracegate.proxy.optionslock import OptionsLock
 from tracegate.proxy.requestgate import RequestGate
@@ -30,6 +32,8 @@ SCRIPT_UNLOADED = (
 def gateway_addons(runtime: Runtime) -> list[object]:
     return [
         ConfigLoader(runtime),
+        ConfigWatcher(runtime),
+        AdminListener(runtime),
         OptionsLock(runtime),
         RequestGate(runtime),
         ResponseFilter(runtime),

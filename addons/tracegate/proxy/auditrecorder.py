@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from mitmproxy import http
 
@@ -27,13 +28,17 @@ class AuditRecorder:
         try:
             if state.safe_response is not flow.response:
                 deny(flow, state, gateway_failure("the response was not masked"))
+            started = time.monotonic()
             await self._write(state)
             state.released = flow.response
+            self._report(state, time.monotonic() - started)
         except AuditWriteError as exc:
             # This denial cannot be recorded either; the log line is its only trace.
             logger.error("tracegate: flow %s denied unrecorded: %s", flow.id, exc)
             deny(flow, state, Denial(503, "AuditUnavailable", "the audit log cannot be written"))
             state.released = flow.response
+            self.runtime.metrics.audit_failures.inc()
+            self._report(state, None)
         except Exception:
             logger.exception("tracegate: audit hook failed for flow %s", flow.id)
             deny(flow, state, gateway_failure("internal error while recording the audit row"))
@@ -49,7 +54,18 @@ class AuditRecorder:
         try:
             await self._write(state)
         except Exception as exc:
+            self.runtime.metrics.audit_failures.inc()
             logger.error("tracegate: audit row for failed flow %s lost: %s", flow.id, exc)
+        self._report(state, None)
+
+    def _report(self, state: FlowState, audit_seconds: float | None) -> None:
+        """Metrics and the decision log line; a failure here never changes the answer."""
+        try:
+            self.runtime.metrics.record_flow(state.exchange, audit_seconds)
+            if self.runtime.decisions is not None:
+                self.runtime.decisions.write(state.exchange.to_log_entry())
+        except Exception:
+            logger.exception("tracegate: could not report flow %s", state.exchange.flow_id)
 
     async def _write(self, state: FlowState) -> None:
         if self.runtime.audit is None:

@@ -33,6 +33,11 @@ class ConfigLoader:
             if self.runtime.gateway is None:
                 raise exceptions.OptionsError("tracegate: set tracegate_config=PATH")
             return
+        if self.runtime.gateway is not None and str(self.runtime.config_path) == path:
+            # Setting the same path again asks for a reload: an invalid file is logged and
+            # counted, and the config in force stays (nothing to roll back).
+            self.runtime.reload("option set")
+            return
         try:
             self.runtime.load(path)
         except ConfigError as exc:

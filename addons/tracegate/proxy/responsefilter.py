@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from mitmproxy import http
 
@@ -67,10 +68,14 @@ class ResponseFilter:
             response = flow.response
             raw = response.raw_content or b""
             args = (exchange, response.status_code, dict(response.headers.items()), raw)
+            if response.timestamp_end and flow.request.timestamp_end:
+                exchange.upstream_seconds = response.timestamp_end - flow.request.timestamp_end
+            started = time.monotonic()
             if len(raw) > THREAD_THRESHOLD:
                 answer = await asyncio.to_thread(state.gateway.respond, *args)
             else:
                 answer = state.gateway.respond(*args)
+            exchange.masking_seconds = time.monotonic() - started
             state.safe_response = flowbridge.apply(flow, answer)
             exchange.returned(b"" if answer.head else answer.body, answer.status)
         except Denial as denial:

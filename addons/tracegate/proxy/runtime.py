@@ -12,7 +12,9 @@ from pathlib import Path
 
 from tracegate.audit import AuditLog
 from tracegate.config import GatewayConfig, load_config
+from tracegate.decisionlog import DecisionLog
 from tracegate.gateway import Exchange, Gateway
+from tracegate.metrics import GatewayMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ class Runtime:
     # Set while the `-s` script is unloaded (e.g. a broken edit failed to reload).
     lockdown: str | None = None
     flows: dict[str, FlowState] = field(default_factory=dict)
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    decisions: DecisionLog | None = None
 
     @property
     def config(self) -> GatewayConfig | None:
@@ -55,11 +59,41 @@ class Runtime:
             if self.audit is not None:
                 self.audit.close()
             self.audit = audit
-        self.gateway, self.config_path = gateway, path
-        logger.info("tracegate: loaded %s (policy version %s)", path, gateway.version)
+        if self.decisions is None or self.decisions.target != config.logging.decisions:
+            if self.decisions is not None:
+                self.decisions.close()
+            self.decisions = DecisionLog(config.logging.decisions)
+        logging.getLogger("tracegate").setLevel(config.logging.level.upper())
+        reloaded = self.gateway is not None
+        self.gateway, self.config_path = gateway, path  # one assignment: flows see old or new
+        self.metrics.config_loaded(gateway.version, reload=reloaded)
+        verb = "reloaded" if reloaded else "loaded"
+        logger.info("tracegate: %s %s (policy version %s)", verb, path, gateway.version)
         return gateway
+
+    def reload(self, why: str) -> bool:
+        """Load the current config file again; if it is invalid, keep the one in force."""
+        if self.config_path is None:
+            return False
+        try:
+            self.load(self.config_path)
+        except Exception as exc:  # ConfigError, or a secret missing from the environment
+            self.metrics.reload_failures.inc()
+            message = (
+                str(exc)
+                if str(exc).startswith(str(self.config_path))
+                else (f"{self.config_path}: {exc}")
+            )
+            logger.error(
+                "tracegate: reload (%s) rejected, keeping the config in force: %s", why, message
+            )
+            return False
+        return True
 
     def close(self) -> None:
         if self.audit is not None:
             self.audit.close()
             self.audit = None
+        if self.decisions is not None:
+            self.decisions.close()
+            self.decisions = None

@@ -1,0 +1,104 @@
+"""The admin listener: /healthz, /readyz and /metrics on a port of their own.
+
+It is served by tornado (which mitmproxy already uses for mitmweb) in the proxy's event loop,
+bound to `admin.host:admin.port`, so it is never reachable through the store's route.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from tracegate.health import readiness
+from tracegate.metrics import CONTENT_TYPE
+from tracegate.proxy.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+class _Handler(tornado.web.RequestHandler):
+    def initialize(self, runtime: Runtime, listener: AdminListener) -> None:
+        self.runtime = runtime
+        self.listener = listener
+
+    def write_json(self, status: int, body: dict[str, Any]) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(body))
+
+
+class HealthHandler(_Handler):
+    def get(self) -> None:
+        self.write_json(200, {"status": "alive"})
+
+
+class ReadyHandler(_Handler):
+    async def get(self) -> None:
+        checks = await self.listener.readiness()
+        ready = all(c.ok for c in checks)
+        self.write_json(
+            200 if ready else 503,
+            {"ready": ready, "checks": {c.name: c.to_dict() for c in checks}},
+        )
+
+
+class MetricsHandler(_Handler):
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.finish(self.runtime.metrics.exposition())
+
+
+class AdminListener:
+    name = "tracegate_admin"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.server: tornado.httpserver.HTTPServer | None = None
+        self.port: int | None = None
+        self._cached: tuple[float, list] | None = None
+
+    def running(self) -> None:
+        config = self.runtime.config
+        if config is None or not config.admin.enabled or self.server is not None:
+            return
+        app = tornado.web.Application(
+            [
+                (r"/healthz", HealthHandler, {"runtime": self.runtime, "listener": self}),
+                (r"/readyz", ReadyHandler, {"runtime": self.runtime, "listener": self}),
+                (r"/metrics", MetricsHandler, {"runtime": self.runtime, "listener": self}),
+            ]
+        )
+        sockets = tornado.netutil.bind_sockets(config.admin.port, config.admin.host)
+        self.port = sockets[0].getsockname()[1]
+        self.server = tornado.httpserver.HTTPServer(app)
+        self.server.add_sockets(sockets)
+        logger.info("tracegate: admin listening at %s:%s", config.admin.host, self.port)
+
+    async def readiness(self) -> list:
+        """Readiness, cached briefly: each evaluation signs a request to the store."""
+        config = self.runtime.config
+        ttl = config.admin.readiness_cache_seconds if config else 0
+        now = time.monotonic()
+        if self._cached is not None and now - self._cached[0] < ttl:
+            return self._cached[1]
+        audit = self.runtime.audit
+        checks = await readiness(
+            self.runtime.gateway,
+            self.runtime.lockdown,
+            audit.path if audit else None,
+            audit is not None and audit.running,
+        )
+        self._cached = (now, checks)
+        return checks
+
+    def done(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
