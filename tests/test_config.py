@@ -148,3 +148,24 @@ def test_check_command_accepts_the_example():
     )
     assert result.returncode == 0
     assert "ok (policy version" in result.stdout
+
+
+def _keys(model, prefix=""):
+    import typing
+
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        yield prefix + name, name
+        for arg in typing.get_args(field.annotation) or (field.annotation,):
+            for inner in typing.get_args(arg) or (arg,):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    yield from _keys(inner, f"{prefix}{name}.")
+
+
+def test_every_config_key_is_documented_in_the_example():
+    from tracegate.config import GatewayConfig
+
+    text = EXAMPLE.read_text()
+    missing = [full for full, name in _keys(GatewayConfig) if f"{name}:" not in text]
+    assert missing == []

@@ -258,3 +258,24 @@ def test_reloads_under_load_never_mix_policy_versions(make_gateway, token):
         expected = "[EMAIL:" if version == version_a else "[REDACTED:EMAIL]"
         assert expected in content
         assert rows[response.headers["x-tracegate-flow"]]["policy_version"] == version
+
+
+def test_log_level_is_configurable(make_gateway):
+    quiet = make_gateway(how="run", **{"logging.level": "warning"})
+    assert "tracegate: loaded" not in quiet.log()
+    chatty = make_gateway(how="run")
+    assert "tracegate: loaded" in chatty.log()
+
+
+def test_setting_the_same_config_path_from_mitmweb_reloads_it(make_gateway, token):
+    from tests.test_fail_closed import web_session
+
+    gateway = make_gateway(how="web")
+    before = get(gateway.url, token).headers["x-tracegate-policy"]
+    stat = os.stat(gateway.config)
+    edit_config(gateway.config, **{EMAIL_ACTION: "redact"})
+    os.utime(gateway.config, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # no watcher trigger
+    with web_session(gateway) as web:
+        assert web.put("/options", json={"tracegate_config": str(gateway.config)}).is_success
+    gateway.wait_for_log("tracegate: reloaded")
+    assert get(gateway.url, token).headers["x-tracegate-policy"] != before
