@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -97,7 +98,6 @@ async def _serve(path: Path, config, host: str, port: int, web: bool, web_port: 
 
 def cmd_mask(args: argparse.Namespace) -> int:
     """Mask files with the gateway's engine, to try rules before deploying them."""
-    import json
     import os
 
     from tracegate.config import ScopeConfig
@@ -166,6 +166,98 @@ def cmd_mask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _filters(args: argparse.Namespace):
+    from tracegate.audit.reader import Filters
+
+    return Filters(
+        subject=args.subject,
+        role=args.role,
+        purpose=args.purpose,
+        resource_prefix=args.resource,
+        decision=args.decision,
+        since=args.since,
+        until=args.until,
+        session=getattr(args, "session", None),
+    )
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from tracegate.audit.chain import SigningKey, load_public_key, verify
+    from tracegate.audit.reader import AuditReader, export
+
+    if args.audit_command == "keygen":
+        path = Path(args.path)
+        if path.exists():
+            return _fail(f"{path}: already exists; refusing to overwrite a signing key")
+        public = SigningKey.generate(path)
+        print(f"private key: {path} (keep it outside the audit database's host if you can)")
+        print(f"public key:  {public} (give this to auditors: tracegate audit verify --public-key)")
+        return 0
+    database = Path(args.database)
+    if not database.exists():
+        return _fail(f"{database}: no such audit database")
+    if args.audit_command == "verify":
+        try:
+            key = load_public_key(args.public_key) if args.public_key else None
+        except (OSError, ValueError) as exc:
+            return _fail(f"{args.public_key}: {exc}")
+        result = verify(database, key)
+        for problem in result.problems:
+            print(f"{database}: {problem}", file=sys.stderr)
+        signed = "signatures checked" if key else "signatures NOT checked (no --public-key)"
+        state = "ok" if result.ok else f"FAILED ({len(result.problems)} problem(s))"
+        print(
+            f"{database}: {result.rows} rows, {result.checkpoints} checkpoints, {signed}: {state}"
+        )
+        return 0 if result.ok else 1
+    reader = AuditReader(database)
+    try:
+        if args.audit_command == "sessions":
+            sessions = reader.sessions(_filters(args))
+            if args.json:
+                print(json.dumps(sessions, indent=2))
+            for s in [] if args.json else sessions:
+                print(
+                    f"{s['first']} .. {s['last']}  {s['session_id'][:8]}  {s['subject'] or '-'}"
+                    f"  {s['role'] or '-'}  {s['flows']} flows, {s['denied']} denied"
+                )
+            return 0
+        if args.audit_command == "show":
+            row = reader.flow(args.flow_id)
+            if row is None:
+                return _fail(f"no flow {args.flow_id!r} in {database}")
+            print(json.dumps(row, indent=2) if args.json else _describe(row))
+            return 0
+        if args.audit_command == "search":
+            rows = list(reader.flows(_filters(args), limit=args.limit))
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            for row in [] if args.json else rows:
+                print(
+                    f"{row['ts']}  {row['decision']:<5} {row['status']}  {row['subject'] or '-'}"
+                    f"  {row['role'] or '-'}/{row['purpose'] or '-'}  {row['operation'] or '-'}"
+                    f"  {row['resource'] or row['path']}  {row['reason']}"
+                )
+            return 0
+        if args.audit_command == "export":
+            rows = reader.flows(_filters(args))
+            with open(args.output, "w", newline="") as out:
+                for chunk in export(rows, args.format):
+                    out.write(chunk)
+            return 0
+    finally:
+        reader.close()
+    return _fail("unknown audit command", EXIT_USAGE)
+
+
+def _describe(row: dict) -> str:
+    lines = [f"{k:>16}: {v}" for k, v in row.items() if k not in ("masks", "roles")]
+    masks = json.loads(row.get("masks") or "{}")
+    for rule, info in masks.get("rules", {}).items():
+        lines.append(f"{'mask':>16}: {rule} {info['action']} x{info['count']}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tracegate", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,6 +281,37 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("-o", "--output", help="write one masked file per input into this folder")
     mask.add_argument("--report", action="store_true", help="print counts per type to stderr")
     mask.set_defaults(func=cmd_mask)
+
+    audit = sub.add_parser("audit", help="read, verify and export the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    keygen = audit_sub.add_parser("keygen", help="create an Ed25519 checkpoint signing key")
+    keygen.add_argument("path", help="where to write the private key (PATH.pub: public key)")
+    verify = audit_sub.add_parser("verify", help="check the hash chain and signed checkpoints")
+    verify.add_argument("database")
+    verify.add_argument("--public-key", help="the checkpoint public key (PEM)")
+    for name, text in (
+        ("sessions", "list sessions (one client connection each)"),
+        ("search", "list flows matching filters"),
+        ("export", "export flows as JSONL or CSV"),
+    ):
+        command = audit_sub.add_parser(name, help=text)
+        command.add_argument("database")
+        for flag in ("subject", "role", "purpose", "decision", "since", "until"):
+            command.add_argument(f"--{flag}")
+        command.add_argument("--resource", help="resource prefix, e.g. s3://traces/traces/a/")
+        if name == "search":
+            command.add_argument("--session")
+            command.add_argument("--limit", type=int, default=None)
+        if name == "export":
+            command.add_argument("--format", choices=["jsonl", "csv"], required=True)
+            command.add_argument("-o", "--output", required=True)
+        else:
+            command.add_argument("--json", action="store_true")
+    show = audit_sub.add_parser("show", help="one flow, by its flow id")
+    show.add_argument("database")
+    show.add_argument("flow_id")
+    show.add_argument("--json", action="store_true")
+    audit.set_defaults(func=cmd_audit)
 
     check = sub.add_parser("check", help="validate a config file offline")
     check.add_argument("config", help="the YAML config")

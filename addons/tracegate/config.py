@@ -170,6 +170,12 @@ class AuditConfig(Strict):
     batch_max_wait_ms: int = Field(0, ge=0)
     # How long a write waits for a lock held by another process before the flow is denied.
     busy_timeout_ms: int = Field(5000, ge=0)
+    # Ed25519 private key (PEM) that signs checkpoints; kept outside the database.
+    signing_key_file: str | None = None
+    # A session is one token until it has been idle this long.
+    session_idle_seconds: float = Field(900, gt=0)
+    checkpoint_every_rows: int = Field(1000, ge=1)
+    checkpoint_every_seconds: float = Field(60.0, gt=0)
 
 
 class MaskRule(Strict):

@@ -47,6 +47,7 @@ class IncomingRequest:
     tls: bool = False
     absolute_form: bool = False
     client: str = ""
+    connection_id: str = ""  # one client connection: the audit's session
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -102,6 +103,8 @@ class Exchange:
     upstream_sha256: str | None = None
     bytes_returned: int | None = None
     returned_sha256: str | None = None
+    token_digest: str | None = None  # in memory only: groups a token's flows into a session
+    session_id: str | None = None
     denial_code: str | None = None
     denial_category: str = ""
     upstream_seconds: float | None = None
@@ -147,6 +150,7 @@ class Exchange:
             reason=self.reason,
             status=self.status or 0,
             policy_version=self.policy_version,
+            session_id=self.session_id,
             client=self.request.client,
             subject=principal.subject if principal else None,
             issuer=principal.issuer if principal else None,
@@ -220,6 +224,7 @@ class Gateway:
         if self.config.listen.require_tls and not request.tls:
             raise bad_request("plaintext HTTP is not accepted on this listener; use HTTPS")
         token = bearer_token(dict(request.headers), self.config.identity.token_header)
+        exchange.token_digest = hashlib.sha256(token.encode()).hexdigest()
         exchange.principal = await self.validator.validate(token)
         exchange.roles = roles_of(exchange.principal, self.config)
         exchange.access = s3.parse_request(

@@ -19,6 +19,8 @@ from typing import Any
 
 import sqlite_utils
 
+from tracegate.audit.chain import GENESIS, SigningKey, checkpoint_message, row_hash
+
 logger = logging.getLogger(__name__)
 
 FLOWS_TABLE = "flows"
@@ -26,6 +28,7 @@ COLUMNS: dict[str, type] = {
     "id": int,
     "ts": str,
     "flow_id": str,
+    "session_id": str,
     "policy_version": str,
     "client": str,
     "subject": str,
@@ -46,14 +49,20 @@ COLUMNS: dict[str, type] = {
     "latency_ms": float,
     "upstream_sha256": str,
     "returned_sha256": str,
+    "prev_hash": str,
+    "row_hash": str,
 }
+POLICIES_TABLE = "policies"
+CHECKPOINTS_TABLE = "checkpoints"
 
 
 INSERT_ROW = "INSERT INTO {} ({}) VALUES ({})".format(
-    FLOWS_TABLE,
-    ", ".join(c for c in COLUMNS if c != "id"),
-    ", ".join(f":{c}" for c in COLUMNS if c != "id"),
+    FLOWS_TABLE, ", ".join(COLUMNS), ", ".join(f":{c}" for c in COLUMNS)
 )
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class AuditWriteError(RuntimeError):
@@ -70,6 +79,7 @@ class AuditRecord:
     status: int
     ts: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     policy_version: str | None = None
+    session_id: str | None = None
     client: str | None = None
     subject: str | None = None
     issuer: str | None = None
@@ -104,8 +114,18 @@ class AuditLog:
         batch_max_rows: int = 256,
         batch_max_wait_ms: int = 0,
         busy_timeout_ms: int = 5000,
+        signing_key: SigningKey | None = None,
+        checkpoint_every_rows: int = 1000,
+        checkpoint_every_seconds: float = 60.0,
     ) -> None:
         self.path = Path(path)
+        self._signing_key = signing_key
+        self._checkpoint_rows = checkpoint_every_rows
+        self._checkpoint_seconds = checkpoint_every_seconds
+        self._last_id = 0
+        self._last_hash = GENESIS
+        self._since_checkpoint = 0
+        self._checkpoint_at = time.monotonic()
         self._busy_timeout = busy_timeout_ms / 1000
         self._batch_rows = batch_max_rows
         self._batch_wait = batch_max_wait_ms / 1000
@@ -139,7 +159,7 @@ class AuditLog:
         self._queue.put((record.to_row(), loop, future))
         await future
 
-    def _connect(self) -> sqlite_utils.Database:
+    def _connect(self, resume: bool = True) -> sqlite_utils.Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
@@ -147,11 +167,84 @@ class AuditLog:
         db = sqlite_utils.Database(conn)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        if FLOWS_TABLE not in db.table_names():
+        tables = set(db.table_names())
+        if FLOWS_TABLE not in tables:
             db[FLOWS_TABLE].create(COLUMNS, pk="id")
             db[FLOWS_TABLE].create_index(["flow_id"])
             db[FLOWS_TABLE].create_index(["subject", "ts"])
+            db[FLOWS_TABLE].create_index(["session_id"])
+        if POLICIES_TABLE not in tables:
+            db[POLICIES_TABLE].create({"version": str, "ts": str, "config": str}, pk="version")
+        if CHECKPOINTS_TABLE not in tables:
+            db[CHECKPOINTS_TABLE].create(
+                {
+                    "id": int,
+                    "row_id": int,
+                    "row_hash": str,
+                    "ts": str,
+                    "signature": str,
+                    "key_id": str,
+                    "kind": str,
+                },
+                pk="id",
+            )
+        if resume:  # only the opener and the writer thread own the chain state
+            self._resume_chain(db)
         return db
+
+    def _resume_chain(self, db: sqlite_utils.Database) -> None:
+        """Continue the chain after the last durable row (or the last prune anchor)."""
+        last = db.execute(f"SELECT id, row_hash FROM {FLOWS_TABLE} ORDER BY id DESC LIMIT 1")
+        row = last.fetchone()
+        if row is None:
+            anchor = db.execute(
+                f"SELECT row_id, row_hash FROM {CHECKPOINTS_TABLE} WHERE kind = 'prune' "
+                "ORDER BY row_id DESC LIMIT 1"
+            ).fetchone()
+            row = anchor or (0, GENESIS)
+        self._last_id, self._last_hash = row[0], row[1]
+
+    def record_policy(self, version: str, config_json: str) -> None:
+        """Store the effective config once per version, so every row's version can be read."""
+        db = self._connect(resume=False)
+        try:
+            with db.conn:
+                db.conn.execute(
+                    f"INSERT OR IGNORE INTO {POLICIES_TABLE} (version, ts, config) "
+                    "VALUES (?, ?, ?)",
+                    (version, _now(), config_json),
+                )
+        finally:
+            db.conn.close()
+
+    def _chain(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self._last_id += 1
+            row["id"] = self._last_id
+            row["prev_hash"] = self._last_hash
+            row["row_hash"] = self._last_hash = row_hash(self._last_hash, row)
+
+    def _maybe_checkpoint(self, db: sqlite_utils.Database, written: int) -> None:
+        self._since_checkpoint += written
+        due = self._since_checkpoint >= self._checkpoint_rows or (
+            time.monotonic() - self._checkpoint_at >= self._checkpoint_seconds
+        )
+        if self._signing_key is None or not due or self._last_id == 0:
+            return
+        self.checkpoint(db, kind="periodic")
+
+    def checkpoint(self, db: sqlite_utils.Database, kind: str) -> None:
+        assert self._signing_key is not None
+        ts = _now()
+        signature = self._signing_key.sign(checkpoint_message(self._last_id, self._last_hash, ts))
+        with db.conn:
+            db.conn.execute(
+                f"INSERT INTO {CHECKPOINTS_TABLE} (row_id, row_hash, ts, signature, key_id, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (self._last_id, self._last_hash, ts, signature, self._signing_key.key_id, kind),
+            )
+        self._since_checkpoint = 0
+        self._checkpoint_at = time.monotonic()
 
     def _run(self) -> None:
         db: sqlite_utils.Database | None = None
@@ -176,10 +269,21 @@ class AuditLog:
                     db = self._connect()
                 # One transaction per batch; a prepared statement, since sqlite-utils'
                 # insert_all re-inspects the schema on every call.
-                with db.conn:
-                    db.conn.execute("BEGIN IMMEDIATE")
-                    db.conn.executemany(INSERT_ROW, [row for row, _, _ in batch])
+                rows = [row for row, _, _ in batch]
+                last = (self._last_id, self._last_hash)
+                self._chain(rows)
+                try:
+                    with db.conn:
+                        db.conn.execute("BEGIN IMMEDIATE")
+                        db.conn.executemany(INSERT_ROW, rows)
+                except Exception:
+                    self._last_id, self._last_hash = last  # nothing of this batch was written
+                    raise
                 self.written += len(batch)
+                try:
+                    self._maybe_checkpoint(db, len(batch))
+                except Exception as exc:  # the rows are durable; the next checkpoint covers them
+                    logger.error("tracegate: audit checkpoint failed: %s", exc)
             except Exception as exc:  # the flows waiting on this batch are denied
                 error = exc
                 self.failures += len(batch)

@@ -22,6 +22,7 @@ def incoming(flow: http.HTTPFlow) -> IncomingRequest:
         tls=flow.client_conn.tls_established,
         absolute_form=absolute,
         client=f"{flow.client_conn.peername[0]}" if flow.client_conn.peername else "",
+        connection_id=flow.client_conn.id,
     )
 
 

@@ -39,6 +39,11 @@ class RequestGate:
         except Exception:
             logger.exception("tracegate: request hook failed for flow %s", flow.id)
             deny(flow, state, gateway_failure("internal error while authorizing the request"))
+        finally:
+            exchange = state.exchange
+            valid_token = exchange.principal is not None and exchange.token_digest
+            key = f"token:{exchange.token_digest}" if valid_token else f"conn:{flow.client_conn.id}"
+            exchange.session_id = self.runtime.sessions.session_for(key)
 
 
 def _summary(state: FlowState) -> str:

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tracegate.audit import AuditLog
+from tracegate.audit.chain import SigningKey
 from tracegate.config import GatewayConfig, load_config
 from tracegate.decisionlog import DecisionLog
 from tracegate.gateway import Exchange, Gateway
 from tracegate.metrics import GatewayMetrics
+from tracegate.sessions import SessionTracker
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class Runtime:
     flows: dict[str, FlowState] = field(default_factory=dict)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     decisions: DecisionLog | None = None
+    sessions: SessionTracker = field(default_factory=lambda: SessionTracker(900))
 
     @property
     def config(self) -> GatewayConfig | None:
@@ -52,8 +55,15 @@ class Runtime:
         gateway = Gateway.from_config(config)
         audit_path = Path(config.audit.path)
         if self.audit is None or self.audit.path != audit_path:
+            key_file = config.audit.signing_key_file
             audit = AuditLog(
-                audit_path, config.audit.batch_max_rows, config.audit.batch_max_wait_ms
+                audit_path,
+                config.audit.batch_max_rows,
+                config.audit.batch_max_wait_ms,
+                config.audit.busy_timeout_ms,
+                signing_key=SigningKey.load(key_file) if key_file else None,
+                checkpoint_every_rows=config.audit.checkpoint_every_rows,
+                checkpoint_every_seconds=config.audit.checkpoint_every_seconds,
             )
             audit.open()
             if self.audit is not None:
@@ -64,6 +74,9 @@ class Runtime:
                 self.decisions.close()
             self.decisions = DecisionLog(config.logging.decisions)
         logging.getLogger("tracegate").setLevel(config.logging.level.upper())
+        assert self.audit is not None
+        self.audit.record_policy(gateway.version, config.model_dump_json())
+        self.sessions.idle_seconds = config.audit.session_idle_seconds
         reloaded = self.gateway is not None
         self.gateway, self.config_path = gateway, path  # one assignment: flows see old or new
         self.metrics.config_loaded(gateway.version, reload=reloaded)

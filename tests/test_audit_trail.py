@@ -1,0 +1,208 @@
+"""The audit trail: hash chain, signed checkpoints, policy versions, sessions, reading, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import subprocess
+
+import httpx
+import pytest
+
+from tests.harness import BIN, audit_rows
+from tracegate.audit.chain import SigningKey, load_public_key, row_hash, verify
+
+A_TRACE = "/traces/traces/team-a/tr-a001.json"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "tracegate"), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def recorded(make_gateway, issuer, tmp_path):
+    """A gateway with a checkpoint key that has served a mix of requests; returns paths."""
+    key = tmp_path / "audit-key.pem"
+    assert run_cli("audit", "keygen", str(key)).returncode == 0
+    gateway = make_gateway(
+        how="run",
+        **{"audit.signing_key_file": str(key), "audit.checkpoint_every_rows": 3},
+    )
+    token = issuer.token("frank@example.com", ["support-engineers"])
+    other = issuer.token("grace@example.com", ["data-analysts"])
+    with httpx.Client(base_url=gateway.url, timeout=30) as one_connection:
+        for path in (A_TRACE, "/traces/traces/team-b/tr-b001.json", A_TRACE):
+            one_connection.get(path, headers={"Authorization": f"Bearer {token}"})
+    for _ in range(4):
+        httpx.get(gateway.url + A_TRACE, headers={"Authorization": f"Bearer {other}"})
+    httpx.get(gateway.url + A_TRACE)
+    gateway.stop()  # everything flushed; the file is ours now
+    return gateway.config.with_name("audit-0.sqlite3"), key.with_name(key.name + ".pub")
+
+
+def test_an_untouched_trail_verifies(recorded):
+    database, public = recorded
+    result = verify(database, load_public_key(public))
+    assert result.ok, result.problems
+    assert result.rows == 8 and result.checkpoints >= 2
+    cli = run_cli("audit", "verify", str(database), "--public-key", str(public))
+    assert cli.returncode == 0 and "8 rows" in cli.stdout and ": ok" in cli.stdout
+
+
+def tamper(database, *statements):
+    conn = sqlite3.connect(database)
+    with conn:
+        for statement in statements:
+            conn.execute(statement)
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("statements", "expected"),
+    [
+        (["UPDATE flows SET decision = 'allow' WHERE id = 2"], "row 2: content does not match"),
+        (["DELETE FROM flows WHERE id = 4"], "row 5: expected row 4 next"),
+        (
+            [
+                "UPDATE flows SET id = 100 WHERE id = 3",
+                "UPDATE flows SET id = 3 WHERE id = 5",
+                "UPDATE flows SET id = 5 WHERE id = 100",
+            ],
+            "row 3: does not link to the row before it",
+        ),
+        (
+            [
+                "INSERT INTO flows (id, ts, flow_id, method, path, decision, reason, status, "
+                "prev_hash, row_hash) SELECT 9, ts, 'forged', 'GET', '/x', 'allow', '', 200, "
+                "row_hash, 'f00' FROM flows WHERE id = 8"
+            ],
+            "row 9: content does not match",
+        ),
+    ],
+    ids=["edited", "deleted", "reordered", "appended"],
+)
+def test_verify_finds_tampering_and_says_where(recorded, statements, expected):
+    database, public = recorded
+    tamper(database, *statements)
+    cli = run_cli("audit", "verify", str(database), "--public-key", str(public))
+    assert cli.returncode == 1
+    assert expected in cli.stderr, cli.stderr
+
+
+def test_rewriting_the_whole_chain_is_caught_by_the_signed_checkpoints(recorded):
+    database, public = recorded
+    # An attacker without the signing key edits a row and recomputes every hash after it.
+    conn = sqlite3.connect(database)
+    conn.row_factory = sqlite3.Row
+    with conn:
+        conn.execute("UPDATE flows SET subject = 'someone-else' WHERE id = 1")
+        prev = "0" * 64
+        for row in [dict(r) for r in conn.execute("SELECT * FROM flows ORDER BY id")]:
+            row["prev_hash"] = prev
+            prev = row_hash(prev, row)
+            conn.execute(
+                "UPDATE flows SET prev_hash = ?, row_hash = ? WHERE id = ?",
+                (row["prev_hash"], prev, row["id"]),
+            )
+    conn.close()
+    result = verify(database, load_public_key(public))
+    assert any("no longer matches the signed hash" in p for p in result.problems)
+
+
+def test_a_forged_checkpoint_signature_is_caught(recorded):
+    database, public = recorded
+    tamper(database, "UPDATE checkpoints SET signature = replace(signature, 'a', 'b')")
+    result = verify(database, load_public_key(public))
+    assert any("signature does not verify" in p for p in result.problems)
+
+
+def test_every_row_names_a_stored_policy_version(recorded):
+    database, _ = recorded
+    conn = sqlite3.connect(database)
+    versions = {v for (v,) in conn.execute("SELECT DISTINCT policy_version FROM flows")}
+    stored = dict(conn.execute("SELECT version, config FROM policies").fetchall())
+    conn.close()
+    assert versions and versions <= set(stored)
+    config = json.loads(stored[next(iter(versions))])
+    assert "support" in config["roles"]
+
+
+def test_a_session_is_one_token_until_idle(recorded):
+    database, _ = recorded
+    rows = audit_rows(database)
+    sessions: dict[str, set[str]] = {}
+    for row in rows:
+        sessions.setdefault(row["session_id"], set()).add(row["subject"] or "-")
+    for subject, flows in (("frank@example.com", 3), ("grace@example.com", 4)):
+        (session,) = [s for s, subjects in sessions.items() if subjects == {subject}]
+        assert sum(1 for r in rows if r["session_id"] == session) == flows
+    anonymous = [r for r in rows if r["subject"] is None]
+    assert anonymous and anonymous[0]["session_id"] not in {r["session_id"] for r in rows[:7]}
+    cli = run_cli("audit", "sessions", str(database), "--subject", "frank@example.com", "--json")
+    (session,) = json.loads(cli.stdout)
+    assert session["flows"] == 3 and session["denied"] == 1
+
+
+def test_search_and_show(recorded):
+    database, _ = recorded
+    cli = run_cli("audit", "search", str(database), "--decision", "deny", "--json")
+    denied = json.loads(cli.stdout)
+    assert {r["status"] for r in denied} == {403, 401}
+    scoped = run_cli(
+        "audit", "search", str(database), "--resource", "s3://traces/traces/team-b/", "--json"
+    )
+    assert [r["subject"] for r in json.loads(scoped.stdout)] == ["frank@example.com"]
+    human = run_cli("audit", "show", str(database), denied[0]["flow_id"])
+    assert "outside the scope" in human.stdout and human.returncode == 0
+
+
+def test_export_jsonl_and_csv_with_the_documented_fields(recorded, tmp_path):
+    from tracegate.audit.reader import EXPORT_FIELDS
+
+    database, _ = recorded
+    jsonl, table = tmp_path / "out.jsonl", tmp_path / "out.csv"
+    for fmt, out in (("jsonl", jsonl), ("csv", table)):
+        assert (
+            run_cli("audit", "export", str(database), "--format", fmt, "-o", str(out)).returncode
+            == 0
+        )
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(records) == 8 and list(records[0]) == EXPORT_FIELDS
+    assert isinstance(records[0]["masks"], dict)
+    with table.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 8 and list(rows[0]) == EXPORT_FIELDS
+
+
+def test_no_token_or_unmasked_value_in_the_database_file(recorded):
+    database, _ = recorded
+    data = (
+        database.read_bytes() + database.with_suffix(".sqlite3-wal").read_bytes()
+        if (database.with_suffix(".sqlite3-wal").exists())
+        else database.read_bytes()
+    )
+    for needle in (b"eyJ", b"dana.reyes@example.com", b"4111111111111111", b"sk-demo-"):
+        assert needle not in data
+
+
+def test_keygen_refuses_to_overwrite(tmp_path):
+    key = tmp_path / "k.pem"
+    SigningKey.generate(key)
+    cli = run_cli("audit", "keygen", str(key))
+    assert cli.returncode == 1 and "refusing to overwrite" in cli.stderr
+
+
+def test_sessions_end_after_the_idle_window():
+    from tracegate.sessions import SessionTracker
+
+    now = [0.0]
+    tracker = SessionTracker(idle_seconds=60, clock=lambda: now[0])
+    first = tracker.session_for("token:a")
+    now[0] = 59
+    assert tracker.session_for("token:a") == first
+    assert tracker.session_for("token:b") != first
+    now[0] = 59 + 61
+    assert tracker.session_for("token:a") != first
