@@ -149,6 +149,8 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="verify the commands, then stop")
     args = parser.parse_args()
     RUN_DIR.mkdir(exist_ok=True)
+    for stale in RUN_DIR.glob("audit.sqlite3*"):  # each demo starts a fresh audit trail
+        stale.unlink()
     store = LocalS3(port=port_or_free(9000))
     issuer = TokenIssuer()
     gateway: subprocess.Popen | None = None

@@ -57,3 +57,16 @@ def test_an_unwritable_path_fails_at_open(tmp_path):
 def test_recording_without_a_running_writer_raises(tmp_path):
     with pytest.raises(AuditWriteError, match="not running"):
         asyncio.run(AuditLog(tmp_path / "a.sqlite3").record(record(1)))
+
+
+def test_an_older_audit_database_is_refused_with_a_clear_message(tmp_path):
+    import sqlite3
+
+    from tracegate.audit.log import AuditSchemaError
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE flows (id INTEGER PRIMARY KEY, ts TEXT, flow_id TEXT)")
+    conn.close()
+    with pytest.raises(AuditSchemaError, match=r"older tracegate .*move it aside"):
+        AuditLog(path).open()

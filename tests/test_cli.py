@@ -162,3 +162,17 @@ def test_mask_needs_either_detectors_or_a_role(tmp_path):
     result = run_cli("mask", str(tmp_path / "x.json"))
     assert result.returncode == 2
     assert "give --config and --role, or --detectors all" in result.stderr
+
+
+def test_run_with_an_unusable_audit_file_prints_the_real_reason(tmp_path, store, issuer):
+    import sqlite3
+
+    audit = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(audit)
+    conn.execute("CREATE TABLE flows (id INTEGER PRIMARY KEY, ts TEXT)")
+    conn.close()
+    path = write_config(tmp_path / "c.yaml", store, issuer, audit)
+    result = run_cli("run", "--config", str(path), env=gateway_env(store))
+    assert result.returncode == 1
+    assert "written by an older tracegate" in result.stderr
+    assert "set tracegate_config" not in result.stderr

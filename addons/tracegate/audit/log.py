@@ -65,6 +65,10 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+class AuditSchemaError(RuntimeError):
+    """The database holds rows in a layout this version cannot extend safely."""
+
+
 class AuditWriteError(RuntimeError):
     """The row could not be made durable; the flow must be denied."""
 
@@ -168,6 +172,14 @@ class AuditLog:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         tables = set(db.table_names())
+        if FLOWS_TABLE in tables:
+            missing = set(COLUMNS) - set(db[FLOWS_TABLE].columns_dict)
+            if missing:
+                db.conn.close()
+                raise AuditSchemaError(
+                    f"{self.path}: written by an older tracegate (no {', '.join(sorted(missing))}"
+                    "); move it aside to start a new audit trail"
+                )
         if FLOWS_TABLE not in tables:
             db[FLOWS_TABLE].create(COLUMNS, pk="id")
             db[FLOWS_TABLE].create_index(["flow_id"])

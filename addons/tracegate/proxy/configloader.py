@@ -30,8 +30,8 @@ class ConfigLoader:
             return
         path = ctx.options.tracegate_config
         if not path:
-            if self.runtime.gateway is None:
-                raise exceptions.OptionsError("tracegate: set tracegate_config=PATH")
+            # Checked in `running`: raising here would also fire during mitmproxy's rollback of
+            # a failed load, and hide the real error behind this one.
             return
         if self.runtime.gateway is not None and str(self.runtime.config_path) == path:
             # Setting the same path again asks for a reload: an invalid file is logged and
@@ -48,6 +48,10 @@ class ConfigLoader:
             raise exceptions.OptionsError(f"tracegate: {path}: {exc}") from None
 
     def running(self) -> None:
+        if self.runtime.gateway is None:
+            self.runtime.lockdown = "no config loaded: set tracegate_config=PATH"
+            logger.error("tracegate: no config loaded: set tracegate_config=PATH")
+            return
         # Fetch keys in the background: mitmproxy treats errors logged before `running`
         # returns as start-up failures, and flows may already be arriving.
         if self.runtime.gateway is not None:
