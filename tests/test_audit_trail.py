@@ -206,3 +206,41 @@ def test_sessions_end_after_the_idle_window():
     assert tracker.session_for("token:b") != first
     now[0] = 59 + 61
     assert tracker.session_for("token:a") != first
+
+
+def test_kill_9_under_load_loses_no_row_of_a_served_response(make_gateway, issuer):
+    import os
+    import signal
+    import threading
+    import time
+
+    gateway = make_gateway(how="run")
+    token = issuer.token("heidi@example.com", ["support-engineers"])
+    received: list[str] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(base_url=gateway.url, timeout=10) as http:
+            for _ in range(2000):
+                try:
+                    response = http.get(A_TRACE, headers={"Authorization": f"Bearer {token}"})
+                except httpx.HTTPError:
+                    return  # the gateway is gone
+                if response.status_code == 200:
+                    with lock:
+                        received.append(response.headers["x-tracegate-flow"])
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2.5)
+    os.killpg(gateway.process.pid, signal.SIGKILL)
+    for thread in threads:
+        thread.join(timeout=30)
+    gateway.process.wait(timeout=10)
+    database = gateway.config.with_name("audit-0.sqlite3")
+    recorded = {row["flow_id"] for row in audit_rows(database)}
+    assert len(received) > 50
+    assert set(received) <= recorded  # every response a client got has its row
+    result = verify(database)
+    assert result.ok, result.problems
