@@ -244,3 +244,70 @@ def test_kill_9_under_load_loses_no_row_of_a_served_response(make_gateway, issue
     assert set(received) <= recorded  # every response a client got has its row
     result = verify(database)
     assert result.ok, result.problems
+
+
+@pytest.fixture
+def dated_trail(tmp_path):
+    """Ten rows with timestamps from January to October 2026, written by the real writer."""
+    import asyncio
+
+    from tracegate.audit import AuditLog, AuditRecord
+
+    key_path = tmp_path / "k.pem"
+    public = SigningKey.generate(key_path)
+    database = tmp_path / "dated.sqlite3"
+    log = AuditLog(database, signing_key=SigningKey.load(key_path), checkpoint_every_rows=4)
+    log.open()
+
+    async def write() -> None:
+        for month in range(1, 11):
+            await log.record(
+                AuditRecord(
+                    flow_id=f"f{month}",
+                    method="GET",
+                    path="/x",
+                    decision="allow",
+                    reason="",
+                    status=200,
+                    ts=f"2026-{month:02d}-15T12:00:00Z",
+                )
+            )
+
+    asyncio.run(write())
+    log.close()
+    return database, key_path, public
+
+
+def test_prune_leaves_a_signed_anchor_and_the_rest_still_verifies(dated_trail):
+    database, key, public = dated_trail
+    cli = run_cli("audit", "prune", str(database), "--before", "2026-06-01", "--key", str(key))
+    assert cli.returncode == 0 and "removed 5 rows" in cli.stdout
+    assert [r["flow_id"] for r in audit_rows(database)] == [f"f{m}" for m in range(6, 11)]
+    result = verify(database, load_public_key(public))
+    assert result.ok, result.problems
+    # New rows keep linking after a prune.
+    import asyncio
+
+    from tracegate.audit import AuditLog, AuditRecord
+
+    log = AuditLog(database, signing_key=SigningKey.load(key))
+    log.open()
+    asyncio.run(log.record(AuditRecord("new", "GET", "/y", "allow", "", 200)))
+    log.close()
+    assert verify(database, load_public_key(public)).ok
+
+
+def test_removing_the_prune_anchor_or_forging_one_is_caught(dated_trail, tmp_path):
+    database, key, public = dated_trail
+    run_cli("audit", "prune", str(database), "--before", "2026-06-01", "--key", str(key))
+    forged_key = tmp_path / "forged.pem"
+    SigningKey.generate(forged_key)
+    # Deleting more rows and re-anchoring with another key: the signature gives it away.
+    from tracegate.audit.chain import prune
+
+    prune(database, "2026-08-01", SigningKey.load(forged_key))
+    result = verify(database, load_public_key(public))
+    assert any("signature does not verify" in p for p in result.problems)
+    tamper(database, "DELETE FROM checkpoints WHERE kind = 'prune'")
+    result = verify(database, load_public_key(public))
+    assert any("expected row 1 next" in p for p in result.problems)

@@ -210,6 +210,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
             f"{database}: {result.rows} rows, {result.checkpoints} checkpoints, {signed}: {state}"
         )
         return 0 if result.ok else 1
+    if args.audit_command == "prune":
+        from tracegate.audit.chain import prune
+
+        try:
+            key = SigningKey.load(args.key)
+        except (OSError, ValueError) as exc:
+            return _fail(f"{args.key}: {exc}")
+        deleted, anchor = prune(database, args.before, key)
+        if anchor is None:
+            print(f"{database}: no rows before {args.before}")
+        else:
+            print(
+                f"{database}: removed {deleted} rows before {args.before}; "
+                f"signed anchor at row {anchor}"
+            )
+        return 0
     reader = AuditReader(database)
     try:
         if args.audit_command == "sessions":
@@ -307,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("-o", "--output", required=True)
         else:
             command.add_argument("--json", action="store_true")
+    prune_cmd = audit_sub.add_parser("prune", help="remove old rows, leaving a signed anchor")
+    prune_cmd.add_argument("database")
+    prune_cmd.add_argument("--before", required=True, help="ISO date/time, e.g. 2026-06-01")
+    prune_cmd.add_argument("--key", required=True, help="the checkpoint signing key (PEM)")
     show = audit_sub.add_parser("show", help="one flow, by its flow id")
     show.add_argument("database")
     show.add_argument("flow_id")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,5 +146,40 @@ def verify(path: str | Path, public_key: Ed25519PublicKey | None = None) -> Veri
                 except (InvalidSignature, ValueError):
                     problems.append(f"{where}: signature does not verify")
         return VerifyResult(count, len(checkpoints), problems)
+    finally:
+        conn.close()
+
+
+def prune(path: str | Path, before: str, key: SigningKey) -> tuple[int, int | None]:
+    """Delete rows older than `before` (ISO 8601) and leave a signed anchor at the last one.
+
+    The anchor is a checkpoint of kind 'prune' holding the last deleted row's id and hash: the
+    first remaining row links to it, so the rest of the chain still verifies. Periodic
+    checkpoints inside the deleted range go too (the anchor supersedes them).
+    """
+    conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        last = conn.execute(
+            "SELECT id, row_hash FROM flows WHERE ts < ? ORDER BY id DESC LIMIT 1", (before,)
+        ).fetchone()
+        if last is None:
+            conn.execute("ROLLBACK")
+            return 0, None
+        row_id, hash_ = last
+        deleted = conn.execute("DELETE FROM flows WHERE id <= ?", (row_id,)).rowcount
+        conn.execute("DELETE FROM checkpoints WHERE row_id <= ?", (row_id,))
+        ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        conn.execute(
+            "INSERT INTO checkpoints (row_id, row_hash, ts, signature, key_id, kind) "
+            "VALUES (?, ?, ?, ?, ?, 'prune')",
+            (row_id, hash_, ts, key.sign(checkpoint_message(row_id, hash_, ts)), key.key_id),
+        )
+        conn.execute("COMMIT")
+        return deleted, row_id
+    except Exception:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
     finally:
         conn.close()
