@@ -311,3 +311,56 @@ def test_removing_the_prune_anchor_or_forging_one_is_caught(dated_trail, tmp_pat
     tamper(database, "DELETE FROM checkpoints WHERE kind = 'prune'")
     result = verify(database, load_public_key(public))
     assert any("expected row 1 next" in p for p in result.problems)
+
+
+def test_export_mitm_opens_in_mitmproxys_reader_with_exactly_what_was_served(
+    make_gateway, issuer, tmp_path
+):
+    from mitmproxy import io
+
+    gateway = make_gateway(how="run")
+    token = issuer.token("ivan@example.com", ["support-engineers"])
+    served = httpx.get(gateway.url + A_TRACE, headers={"Authorization": f"Bearer {token}"})
+    analyst = issuer.token("judy@example.com", ["data-analysts"])
+    httpx.get(gateway.url + A_TRACE, headers={"Authorization": f"Bearer {analyst}"})
+    gateway.stop()
+    database = gateway.config.with_name("audit-0.sqlite3")
+    out = tmp_path / "flows.mitm"
+    cli = run_cli("audit", "export", str(database), "--format", "mitm", "-o", str(out))
+    assert cli.returncode == 0, cli.stderr
+    with out.open("rb") as handle:
+        flows = list(io.FlowReader(handle).stream())
+    assert len(flows) == 2
+    support, analyst_flow = flows
+    assert support.id == served.headers["x-tracegate-flow"]
+    assert support.response.content == served.content  # byte for byte what the client got
+    assert "authorization" not in support.request.headers
+    assert support.metadata["tracegate"]["subject"] == "ivan@example.com"
+    # The analyst role keeps digests only (`bodies: none` in the example config).
+    assert analyst_flow.response is None
+
+
+def test_export_har_is_valid_har_1_2(make_gateway, issuer, tmp_path):
+    gateway = make_gateway(how="run")
+    token = issuer.token("ivan@example.com", ["support-engineers"])
+    httpx.get(gateway.url + A_TRACE, headers={"Authorization": f"Bearer {token}"})
+    httpx.get(
+        gateway.url + "/traces/traces/team-b/tr-b001.json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    gateway.stop()
+    database = gateway.config.with_name("audit-0.sqlite3")
+    out = tmp_path / "flows.har"
+    assert (
+        run_cli("audit", "export", str(database), "--format", "har", "-o", str(out)).returncode == 0
+    )
+    har = json.loads(out.read_text())
+    assert har["log"]["version"] == "1.2" and {"creator", "entries"} <= set(har["log"])
+    entries = har["log"]["entries"]
+    assert [e["response"]["status"] for e in entries] == [200, 403]
+    for entry in entries:
+        assert {"startedDateTime", "time", "request", "response", "cache", "timings"} <= set(entry)
+        assert {"method", "url", "httpVersion", "headers", "queryString"} <= set(entry["request"])
+        assert {"status", "content", "headers"} <= set(entry["response"])
+    assert "[REDACTED:api-key]" in entries[0]["response"]["content"]["text"]
+    assert token not in out.read_text()

@@ -257,6 +257,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
             return 0
         if args.audit_command == "export":
             rows = reader.flows(_filters(args))
+            if args.format in ("mitm", "har"):
+                from tracegate.audit.flows import to_flow, write_har, write_mitm
+
+                flows = (to_flow(row, reader.body(row["flow_id"])) for row in rows)
+                write = write_mitm if args.format == "mitm" else write_har
+                count = write(flows, args.output)
+                print(f"{args.output}: {count} flows", file=sys.stderr)
+                return 0
             with open(args.output, "w", newline="") as out:
                 for chunk in export(rows, args.format):
                     out.write(chunk)
@@ -319,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--session")
             command.add_argument("--limit", type=int, default=None)
         if name == "export":
-            command.add_argument("--format", choices=["jsonl", "csv"], required=True)
+            command.add_argument("--format", choices=["jsonl", "csv", "mitm", "har"], required=True)
             command.add_argument("-o", "--output", required=True)
         else:
             command.add_argument("--json", action="store_true")

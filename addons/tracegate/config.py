@@ -170,8 +170,16 @@ class AuditConfig(Strict):
     batch_max_wait_ms: int = Field(0, ge=0)
     # How long a write waits for a lock held by another process before the flow is denied.
     busy_timeout_ms: int = Field(5000, ge=0)
+
+    @field_validator("max_body_bytes", mode="before")
+    @classmethod
+    def _body_size(cls, value: int | str) -> int:
+        return parse_size(value)
+
     # Ed25519 private key (PEM) that signs checkpoints; kept outside the database.
     signing_key_file: str | None = None
+    # What a requester saw is kept up to this size per body (compressed; larger is truncated).
+    max_body_bytes: int = 1024 * 1024
     # A session is one token until it has been idle this long.
     session_idle_seconds: float = Field(900, gt=0)
     checkpoint_every_rows: int = Field(1000, ge=1)
@@ -307,6 +315,8 @@ class RoleConfig(Strict):
     description: str = ""
     match: RoleMatch
     default_purpose: str
+    # Whether the audit keeps the (masked) bodies this role was served, or only digests.
+    bodies: Literal["masked", "none"] = "masked"
     scopes: dict[str, ScopeConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

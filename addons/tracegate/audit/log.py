@@ -53,6 +53,20 @@ COLUMNS: dict[str, type] = {
     "row_hash": str,
 }
 POLICIES_TABLE = "policies"
+BODIES_TABLE = "bodies"
+BODY_COLUMNS: dict[str, type] = {
+    "flow_id": str,
+    "request": str,  # JSON: method, scheme, host, port, path, query, headers (no credentials)
+    "status": int,
+    "response_headers": str,  # JSON list of [name, value]
+    "response_body": bytes,  # zlib-compressed, up to audit.max_body_bytes before compression
+    "truncated": int,
+    "ts_start": float,
+    "ts_end": float,
+}
+INSERT_BODY = "INSERT INTO {} ({}) VALUES ({})".format(
+    BODIES_TABLE, ", ".join(BODY_COLUMNS), ", ".join(f":{c}" for c in BODY_COLUMNS)
+)
 CHECKPOINTS_TABLE = "checkpoints"
 
 
@@ -98,9 +112,12 @@ class AuditRecord:
     latency_ms: float | None = None
     upstream_sha256: str | None = None
     returned_sha256: str | None = None
+    # What the requester saw (BODY_COLUMNS), kept in `bodies`; None: digests only.
+    body: dict[str, Any] | None = None
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
+        row.pop("body", None)
         row["roles"] = json.dumps(self.roles)
         row["masks"] = json.dumps(self.masks, sort_keys=True)
         return row
@@ -160,7 +177,10 @@ class AuditLog:
             raise AuditWriteError("audit writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._queue.put((record.to_row(), loop, future))
+        row = record.to_row()
+        if record.body is not None:
+            row["_body"] = record.body
+        self._queue.put((row, loop, future))
         await future
 
     def _connect(self, resume: bool = True) -> sqlite_utils.Database:
@@ -185,6 +205,8 @@ class AuditLog:
             db[FLOWS_TABLE].create_index(["flow_id"])
             db[FLOWS_TABLE].create_index(["subject", "ts"])
             db[FLOWS_TABLE].create_index(["session_id"])
+        if BODIES_TABLE not in tables:
+            db[BODIES_TABLE].create(BODY_COLUMNS, pk="flow_id")
         if POLICIES_TABLE not in tables:
             db[POLICIES_TABLE].create({"version": str, "ts": str, "config": str}, pk="version")
         if CHECKPOINTS_TABLE not in tables:
@@ -282,12 +304,15 @@ class AuditLog:
                 # One transaction per batch; a prepared statement, since sqlite-utils'
                 # insert_all re-inspects the schema on every call.
                 rows = [row for row, _, _ in batch]
+                bodies = [row.pop("_body") for row in rows if "_body" in row]
                 last = (self._last_id, self._last_hash)
                 self._chain(rows)
                 try:
                     with db.conn:
                         db.conn.execute("BEGIN IMMEDIATE")
                         db.conn.executemany(INSERT_ROW, rows)
+                        if bodies:
+                            db.conn.executemany(INSERT_BODY, bodies)
                 except Exception:
                     self._last_id, self._last_hash = last  # nothing of this batch was written
                     raise

@@ -105,6 +105,10 @@ class AuditReader:
         )
         return [dict(r) for r in self.conn.execute(sql, args)]
 
+    def body(self, flow_id: str) -> dict | None:
+        row = self.conn.execute("SELECT * FROM bodies WHERE flow_id = ?", (flow_id,)).fetchone()
+        return dict(row) if row else None
+
     def policy(self, version: str) -> dict | None:
         row = self.conn.execute("SELECT * FROM policies WHERE version = ?", (version,)).fetchone()
         return dict(row) if row else None

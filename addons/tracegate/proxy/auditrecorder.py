@@ -8,6 +8,7 @@ import time
 from mitmproxy import http
 
 from tracegate.audit import AuditWriteError
+from tracegate.audit.bodies import body_record, request_summary
 from tracegate.denial import Denial, gateway_failure
 from tracegate.proxy.answers import deny
 from tracegate.proxy.runtime import FlowState, Runtime
@@ -29,7 +30,7 @@ class AuditRecorder:
             if state.safe_response is not flow.response:
                 deny(flow, state, gateway_failure("the response was not masked"))
             started = time.monotonic()
-            await self._write(state)
+            await self._write(state, flow)
             state.released = flow.response
             self._report(state, time.monotonic() - started)
         except AuditWriteError as exc:
@@ -67,7 +68,46 @@ class AuditRecorder:
         except Exception:
             logger.exception("tracegate: could not report flow %s", state.exchange.flow_id)
 
-    async def _write(self, state: FlowState) -> None:
+    async def _write(self, state: FlowState, flow: http.HTTPFlow | None = None) -> None:
         if self.runtime.audit is None:
             raise AuditWriteError("no audit log is open")
-        await self.runtime.audit.record(state.exchange.to_audit_record())
+        record = state.exchange.to_audit_record()
+        if flow is not None and flow.response is not None and _keeps_bodies(state):
+            record.body = _seen(state, flow)
+        await self.runtime.audit.record(record)
+
+
+def _keeps_bodies(state: FlowState) -> bool:
+    grant = state.exchange.grant
+    if grant is None:
+        return True  # a refusal before any role: the body is tracegate's own denial
+    return state.gateway.config.roles[grant.role].bodies == "masked"
+
+
+def _seen(state: FlowState, flow: http.HTTPFlow) -> dict:
+    """The response exactly as it leaves for the client; the request as the client sent it."""
+    exchange, config = state.exchange, state.gateway.config
+    request = exchange.request
+    summary = request_summary(
+        request.method,
+        request.path,
+        request.query,
+        request.headers,
+        config.identity.token_header,
+        scheme="https" if request.tls else "http",
+        host=config.listen.host,
+        port=config.listen.port,
+    )
+    response = flow.response
+    assert response is not None
+    body = b"" if request.method.upper() == "HEAD" else (response.raw_content or b"")
+    return body_record(
+        exchange.flow_id,
+        summary,
+        response.status_code,
+        response.headers.items(multi=True),
+        body,
+        config.audit.max_body_bytes,
+        flow.request.timestamp_start,
+        response.timestamp_end or time.time(),
+    )
