@@ -364,3 +364,64 @@ def test_export_har_is_valid_har_1_2(make_gateway, issuer, tmp_path):
         assert {"status", "content", "headers"} <= set(entry["response"])
     assert "[REDACTED:api-key]" in entries[0]["response"]["content"]["text"]
     assert token not in out.read_text()
+
+
+def test_replay_shows_what_was_served_and_proves_the_record_against_the_store(
+    make_gateway, issuer, store, tmp_path
+):
+    from tests.harness import gateway_env, write_config
+    from tracegate.demo.traces import agent_trace
+
+    key = "traces/team-a/replay-1.json"
+    seeder = store.client()
+    seeder.put_object(
+        Bucket="traces",
+        Key=key,
+        Body=json.dumps(agent_trace("tr-r1", "team-a")).encode(),
+        ContentType="application/json",
+    )
+    gateway = make_gateway(how="run")
+    token = issuer.token("kim@example.com", ["support-engineers"])
+    served = httpx.get(f"{gateway.url}/traces/{key}", headers={"Authorization": f"Bearer {token}"})
+    gateway.stop()
+    database = gateway.config.with_name("audit-0.sqlite3")
+    flow_id = served.headers["x-tracegate-flow"]
+    env = gateway_env(store)
+
+    def replay(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(BIN / "tracegate"), "audit", "replay", str(database), flow_id, *extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    shown = replay()
+    assert shown.returncode == 0 and served.text in shown.stdout
+    faithful = replay("--against-store")
+    assert faithful.returncode == 0, faithful.stdout + faithful.stderr
+    assert "store content unchanged: yes" in faithful.stdout
+    assert "served bytes reproduced: yes" in faithful.stdout
+
+    other = write_config(
+        tmp_path / "other.yaml",
+        store,
+        issuer,
+        tmp_path / "x.sqlite3",
+        **{"roles.support.scopes.debugging.detectors.actions.email": "redact"},
+    )
+    diff = replay("--policy", str(other))
+    assert diff.returncode == 0
+    assert any(
+        line.startswith("+") and "[REDACTED:EMAIL]" in line for line in diff.stdout.splitlines()
+    )
+
+    seeder.put_object(
+        Bucket="traces",
+        Key=key,
+        Body=json.dumps(agent_trace("tr-r1-v2", "team-a")).encode(),
+        ContentType="application/json",
+    )
+    changed = replay("--against-store")
+    assert changed.returncode == 1 and "store content unchanged: NO" in changed.stdout

@@ -238,6 +238,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
                     f"  {s['role'] or '-'}  {s['flows']} flows, {s['denied']} denied"
                 )
             return 0
+        if args.audit_command == "replay":
+            return _replay(reader, args)
         if args.audit_command == "show":
             row = reader.flow(args.flow_id)
             if row is None:
@@ -272,6 +274,68 @@ def cmd_audit(args: argparse.Namespace) -> int:
     finally:
         reader.close()
     return _fail("unknown audit command", EXIT_USAGE)
+
+
+def _replay(reader, args: argparse.Namespace) -> int:
+    """Show what the requester saw; optionally re-run it against the store."""
+    import asyncio as aio
+    import difflib
+
+    from pydantic import ValidationError
+
+    from tracegate.audit.bodies import decompress
+    from tracegate.audit.replay import against_store
+    from tracegate.config import GatewayConfig
+
+    row = reader.flow(args.flow_id)
+    if row is None:
+        return _fail(f"no flow {args.flow_id!r} in {args.database}")
+    body = reader.body(args.flow_id)
+    seen = decompress(body["response_body"]) if body else None
+    if not (args.against_store or args.policy):
+        if seen is None:
+            return _fail(f"flow {args.flow_id}: no body kept (role {row['role']}: bodies none)")
+        print(
+            f"# {row['ts']} {row['subject']} as {row['role']}/{row['purpose']}: "
+            f"{row['method']} {row['path']} -> {row['status']} ({row['decision']})"
+        )
+        sys.stdout.write(seen.decode(errors="replace") + "\n")
+        return 0
+    try:
+        if args.policy:
+            config = load_config(args.policy)
+        else:
+            stored = reader.policy(row["policy_version"])
+            if stored is None:
+                return _fail(f"policy version {row['policy_version']} is not stored")
+            config = GatewayConfig.model_validate_json(stored["config"])
+        result = aio.run(against_store(row, body, config))
+    except (ConfigError, ValidationError, ValueError) as exc:
+        return _fail(str(exc).splitlines()[0])
+    except Exception as exc:
+        return _fail(f"replay failed: {type(exc).__name__}: {exc}")
+    if args.policy:
+        before = _pretty(seen or b"")
+        after = _pretty(result.body)
+        diff = difflib.unified_diff(
+            before,
+            after,
+            f"served under {row['policy_version']}",
+            f"under {args.policy}",
+            lineterm="",
+        )
+        print("\n".join(diff) or "no difference")
+        return 0
+    print(f"store content unchanged: {'yes' if result.store_unchanged else 'NO'}")
+    print(f"served bytes reproduced: {'yes' if result.reproduced else 'NO'}")
+    return 0 if result.store_unchanged and result.reproduced else 1
+
+
+def _pretty(data: bytes) -> list[str]:
+    try:
+        return json.dumps(json.loads(data), indent=2, sort_keys=True).splitlines()
+    except ValueError:
+        return data.decode(errors="replace").splitlines()
 
 
 def _describe(row: dict) -> str:
@@ -335,6 +399,17 @@ def build_parser() -> argparse.ArgumentParser:
     prune_cmd.add_argument("database")
     prune_cmd.add_argument("--before", required=True, help="ISO date/time, e.g. 2026-06-01")
     prune_cmd.add_argument("--key", required=True, help="the checkpoint signing key (PEM)")
+    replay = audit_sub.add_parser(
+        "replay", help="what a requester saw; re-run it (--against-store)"
+    )
+    replay.add_argument("database")
+    replay.add_argument("flow_id")
+    replay.add_argument(
+        "--against-store",
+        action="store_true",
+        help="re-run against the store under the recorded policy and compare digests",
+    )
+    replay.add_argument("--policy", help="show how the result differs under another config")
     show = audit_sub.add_parser("show", help="one flow, by its flow id")
     show.add_argument("database")
     show.add_argument("flow_id")

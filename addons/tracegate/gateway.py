@@ -239,9 +239,9 @@ class Gateway:
         )
         exchange.grant = decision.grant
         exchange.decision, exchange.reason = "allow", decision.reason
-        return self._upstream_request(exchange)
+        return self.upstream_request(exchange)
 
-    def _upstream_request(self, exchange: Exchange) -> UpstreamRequest:
+    def upstream_request(self, exchange: Exchange) -> UpstreamRequest:
         access = exchange.access
         assert access is not None
         request = exchange.request
