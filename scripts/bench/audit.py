@@ -1,0 +1,108 @@
+"""Gateway throughput with the audit trail on, against the same gateway with it stubbed out.
+
+    .venv/bin/python scripts/bench/audit.py [--requests 600] [--rounds 3]
+
+The product has no "audit off" switch (it fails closed without its audit); for this measurement
+only, the second gateway process gets a `sitecustomize.py` that makes `AuditLog.record` return
+at once. Both run side by side against the same moto S3, interleaved round by round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+_spec = importlib.util.spec_from_file_location("bench_gateway", HERE / "gateway.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+NO_AUDIT = (
+    "import tracegate.audit.log as log\n"
+    "async def record(self, record):\n"
+    "    return None\n"
+    "log.AuditLog.record = record\n"
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tracegate-bench-audit-"))
+    store = bench.LocalS3().start(log=work / "moto.log")
+    issuer = bench.TokenIssuer()
+    processes = []
+    try:
+        store.seed(bench.sample_objects())
+        issuer.serve()
+        import yaml
+
+        config = yaml.safe_load((bench.REPO / "rules" / "example.yaml").read_text())
+        config["identity"]["providers"][0].update(issuer=issuer.issuer, jwks_uri=issuer.jwks_uri)
+        config["upstream"]["endpoint"] = store.endpoint
+        config["audit"]["path"] = str(work / "audit.sqlite3")
+        config["admin"]["enabled"] = False
+        config["logging"]["decisions"] = "none"
+        (work / "config.yaml").write_text(yaml.safe_dump(config))
+        site = work / "no-audit"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(NO_AUDIT)
+        env = dict(
+            os.environ,
+            TRACEGATE_UPSTREAM_ACCESS_KEY_ID=store.gateway_keys.access_key_id,
+            TRACEGATE_UPSTREAM_SECRET_ACCESS_KEY=store.gateway_keys.secret_access_key,
+            TRACEGATE_HASH_KEY="bench-hash-key",
+        )
+        argv = [str(bench.BIN / "tracegate"), "run", "--config", str(work / "config.yaml")]
+        argv += ["--listen-port", "0"]
+        on, on_port = bench.start_proxy(argv, env, work / "on.log")
+        off, off_port = bench.start_proxy(argv, {**env, "PYTHONPATH": str(site)}, work / "off.log")
+        processes += [on, off]
+        token = issuer.token("bench", ["support-engineers"])
+        headers = {"authorization": f"Bearer {token}"}
+        targets = [
+            ("audit on", f"http://127.0.0.1:{on_port}/traces/{bench.KEY}", on.pid),
+            ("audit stubbed out", f"http://127.0.0.1:{off_port}/traces/{bench.KEY}", off.pid),
+        ]
+        runs: dict[str, list[dict]] = {name: [] for name, *_ in targets}
+        for _ in range(args.rounds):
+            for name, url, pid in targets:
+                runs[name].append(
+                    asyncio.run(bench.load(url, headers, args.requests, args.concurrency, pid))
+                )
+        results = {
+            n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items()
+        }
+        baseline = results["audit stubbed out"]["rps"]
+        print(
+            f"\nmedian of {args.rounds} interleaved rounds of {args.requests} GETs, "
+            f"{args.concurrency} keep-alive connections, loopback"
+        )
+        print(
+            f"{'gateway':<20}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'vs stubbed':>12}"
+            f"{'CPU ms/req':>12}"
+        )
+        for name, r in results.items():
+            print(
+                f"{name:<20}{r['rps']:>9.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
+                f"{r['rps'] / baseline:>11.0%}{r['cpu_ms']:>12.2f}"
+            )
+        return 0
+    finally:
+        for process in processes:
+            bench.stop(process)
+        issuer.stop()
+        store.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
