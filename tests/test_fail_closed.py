@@ -236,30 +236,32 @@ def test_mitmweb_may_still_change_display_options(make_gateway):
         assert web.put("/options", json={"view_filter": "~c 200"}).status_code == 200
 
 
-@pytest.mark.parametrize(
-    "option", ["stream_large_bodies=1k", "ssl_insecure=true", "map_remote=|.*|http://x"]
-)
-def test_weakening_options_at_start_up_stop_the_gateway(tmp_path, store, issuer, option):
-    config = write_config(tmp_path / "c.yaml", store, issuer, tmp_path / "a.sqlite3")
-    result = subprocess.run(
+def mitmdump_start_up(store, *args: str) -> subprocess.CompletedProcess:
+    """Run `mitmdump -s gateway.py` in front of the store with extra arguments; it should exit."""
+    return subprocess.run(
         [
             str(BIN / "mitmdump"),
             "-s",
             str(REPO / "addons" / "gateway.py"),
-            "--set",
-            f"tracegate_config={config}",
             "--mode",
             f"reverse:{store.endpoint}",
             "--listen-port",
             "0",
-            "--set",
-            option,
+            *args,
         ],
         env=gateway_env(store),
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize(
+    "option", ["stream_large_bodies=1k", "ssl_insecure=true", "map_remote=|.*|http://x"]
+)
+def test_weakening_options_at_start_up_stop_the_gateway(tmp_path, store, issuer, option):
+    config = write_config(tmp_path / "c.yaml", store, issuer, tmp_path / "a.sqlite3")
+    result = mitmdump_start_up(store, "--set", f"tracegate_config={config}", "--set", option)
     assert result.returncode != 0
     assert "would weaken the gateway" in result.stdout + result.stderr
 
@@ -391,23 +393,9 @@ def test_plaintext_is_refused_on_a_listener_that_requires_tls(make_gateway, toke
     assert tls.json()["metadata"]["api_key"] == "[REDACTED:api-key]"
 
 
-def test_no_store_response_without_a_config(tmp_path, store):
+def test_no_store_response_without_a_config(store):
     # A script loaded without tracegate_config must not proxy anything.
-    result = subprocess.run(
-        [
-            str(BIN / "mitmdump"),
-            "-s",
-            str(REPO / "addons" / "gateway.py"),
-            "--mode",
-            f"reverse:{store.endpoint}",
-            "--listen-port",
-            "0",
-        ],
-        env=gateway_env(store),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = mitmdump_start_up(store)
     assert result.returncode != 0
     assert "tracegate_config" in result.stdout + result.stderr
 
