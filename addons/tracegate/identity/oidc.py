@@ -54,9 +54,6 @@ class JwksCache:
     def loaded(self) -> bool:
         return self._loaded_at is not None
 
-    def key_ids(self) -> list[str]:
-        return sorted(self._keys)
-
     async def key_for(self, kid: str | None) -> dict[str, Any] | None:
         """The JWK for `kid`, fetching only when it is unknown (rate-limited) or stale."""
         now = self._clock()

@@ -31,10 +31,6 @@ class MaskReport:
         if len(sample) < MAX_PATHS_PER_RULE:
             sample.append(_render(path))
 
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values()) + self.listing_removed
-
     def to_dict(self) -> dict[str, Any]:
         rules = {
             rule: {"action": self.actions[rule], "count": n, "paths": self.paths.get(rule, [])}
