@@ -81,7 +81,7 @@ def broken(tmp_path: Path, edit) -> Path:
         ),
         (
             lambda d: d["identity"]["providers"][0].update(jwks_file="/x.json"),
-            "identity.providers[0]: set exactly one of jwks_uri or jwks_file",
+            "identity.providers[0]: set exactly one of jwks_uri, jwks_file or discovery: true",
         ),
         (
             lambda d: d["upstream"]["credentials"].update(aws_secret_access_key="oops"),

@@ -290,3 +290,98 @@ def test_store_refuses_requests_that_do_not_come_through_the_gateway(store):
     with pytest.raises(ClientError) as caught:
         forged.get_object(Bucket="traces", Key="traces/team-a/tr-a001.json")
     assert caught.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+
+
+def test_discovery_finds_the_jwks_through_the_openid_configuration(own_issuer):
+    config = IdentityConfig(
+        providers=[
+            {"name": "d", "issuer": own_issuer.issuer, "audience": "tracegate", "discovery": True}
+        ]
+    )
+    principal = asyncio.run(TokenValidator(config).validate(own_issuer.token("disco")))
+    assert principal.subject == "disco"
+
+
+def test_discovery_refuses_a_document_naming_another_issuer(own_issuer):
+    config = IdentityConfig(
+        providers=[
+            {
+                "name": "d",
+                "issuer": own_issuer.issuer + "/",  # not what the document says
+                "audience": "tracegate",
+                "discovery": True,
+            }
+        ]
+    )
+    validator = TokenValidator(config, fetch_timeout=0.5)
+    cache = validator.caches[own_issuer.issuer + "/"]
+    asyncio.run(cache.refresh())
+    assert not cache.loaded and "names issuer" in (cache.last_error or "")
+
+
+def test_a_failed_jwks_fetch_is_retried_with_backoff_in_the_background(own_issuer):
+    from tracegate.identity import oidc
+
+    own_issuer.fail_jwks = True
+    validator = validator_for(own_issuer)
+    cache = validator.caches[own_issuer.issuer]
+
+    async def scenario() -> None:
+        original = oidc.RETRY_FIRST_SECONDS
+        cache._retry_delay = 0.2  # short delays for the test; the schedule doubles each time
+        await validator.warm_up()
+        assert not cache.loaded
+        await asyncio.sleep(0.5)  # retries at ~0.2 s and ~0.6 s
+        assert own_issuer.jwks_requests >= 2 and cache._retry_delay > 0.4
+        own_issuer.fail_jwks = False
+        deadline = time.monotonic() + 5
+        while not cache.loaded and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert cache.loaded  # no flow had to ask for it
+        assert cache._retry_delay == original
+
+    asyncio.run(scenario())
+
+
+def test_several_issuers_each_with_their_own_audience_claims_and_algorithms():
+    first, second = TokenIssuer(audience="tracegate"), TokenIssuer(audience="traces-eu")
+    first.serve()
+    second.serve()
+    try:
+        config = IdentityConfig(
+            providers=[
+                {
+                    "name": "corp",
+                    "issuer": first.issuer,
+                    "audience": "tracegate",
+                    "jwks_uri": first.jwks_uri,
+                    "algorithms": ["RS256"],
+                },
+                {
+                    "name": "partner",
+                    "issuer": second.issuer,
+                    "audience": "traces-eu",
+                    "jwks_uri": second.jwks_uri,
+                    "algorithms": ["ES256"],
+                    "roles_claim": "teams",
+                    "subject_claim": "email",
+                },
+            ]
+        )
+        validator = TokenValidator(config)
+        corp = asyncio.run(validator.validate(first.token("alice", ["support-engineers"])))
+        assert (corp.provider, corp.groups) == ("corp", ("support-engineers",))
+        partner_token = second.token("p-1", alg="ES256", teams=["analysts"], email="p@x.io")
+        partner = asyncio.run(validator.validate(partner_token))
+        assert (partner.provider, partner.subject, partner.groups) == (
+            "partner",
+            "p@x.io",
+            ("analysts",),
+        )
+        with pytest.raises(Denial, match="algorithm 'RS256' is not allowed"):
+            asyncio.run(validator.validate(second.token("p-2", alg="RS256")))
+        with pytest.raises(Denial, match="wrong audience"):
+            asyncio.run(validator.validate(first.token("a", aud="traces-eu")))
+    finally:
+        first.stop()
+        second.stop()

@@ -85,6 +85,8 @@ class ProviderConfig(Strict):
     audience: str
     jwks_uri: str | None = None
     jwks_file: str | None = None
+    # Find jwks_uri in {issuer}/.well-known/openid-configuration (whose issuer must match).
+    discovery: bool = False
     algorithms: list[str] = ["RS256", "ES256"]
     roles_claim: str = "groups"
     subject_claim: str = "sub"
@@ -105,8 +107,8 @@ class ProviderConfig(Strict):
 
     @model_validator(mode="after")
     def _one_key_source(self) -> ProviderConfig:
-        if bool(self.jwks_uri) == bool(self.jwks_file):
-            raise ValueError("set exactly one of jwks_uri or jwks_file")
+        if sum((bool(self.jwks_uri), bool(self.jwks_file), self.discovery)) != 1:
+            raise ValueError("set exactly one of jwks_uri, jwks_file or discovery: true")
         return self
 
 

@@ -27,6 +27,8 @@ from tracegate.identity.principal import Principal
 logger = logging.getLogger(__name__)
 
 UNKNOWN_KID_REFETCH_SECONDS = 60.0
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
 FETCH_TIMEOUT_SECONDS = 3.0
 TOKEN_CACHE_SECONDS = 60.0
 TOKEN_CACHE_SIZE = 10_000
@@ -49,6 +51,9 @@ class JwksCache:
         self._last_attempt: float | None = None
         self._lock = asyncio.Lock()
         self.last_error: str | None = None
+        self._retry_delay = RETRY_FIRST_SECONDS
+        self._retry: asyncio.TimerHandle | None = None
+        self._jwks_uri = provider.jwks_uri
 
     @property
     def loaded(self) -> bool:
@@ -106,23 +111,50 @@ class JwksCache:
             except Exception as exc:  # any failure leaves the old keys in place
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 logger.warning(
-                    "tracegate: JWKS fetch for provider %s failed: %s",
+                    "tracegate: JWKS fetch for provider %s failed (retrying in %.0f s): %s",
                     self.provider.name,
+                    self._retry_delay,
                     self.last_error,
                 )
+                self._schedule_retry()
                 return
             self._keys = keys
             self._loaded_at = self._clock()
             self.last_error = None
+            self._retry_delay = RETRY_FIRST_SECONDS
+
+    def _schedule_retry(self) -> None:
+        """Retry in the background with exponential backoff; flows never wait for it."""
+        if self._retry is not None and not self._retry.cancelled():
+            self._retry.cancel()
+        loop = asyncio.get_running_loop()
+        self._retry = loop.call_later(self._retry_delay, self._spawn_refresh)
+        self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_SECONDS)
 
     async def _read_document(self) -> dict[str, Any]:
         if self.provider.jwks_file:
             return json.loads(Path(self.provider.jwks_file).read_text())
-        assert self.provider.jwks_uri
         async with httpx.AsyncClient(timeout=self._fetch_timeout) as client:
-            response = await client.get(self.provider.jwks_uri)
+            if self._jwks_uri is None:
+                self._jwks_uri = await self._discover(client)
+            response = await client.get(self._jwks_uri)
             response.raise_for_status()
             return response.json()
+
+    async def _discover(self, client: httpx.AsyncClient) -> str:
+        issuer = self.provider.issuer.rstrip("/")
+        response = await client.get(f"{issuer}/.well-known/openid-configuration")
+        response.raise_for_status()
+        document = response.json()
+        if document.get("issuer") != self.provider.issuer:
+            raise ValueError(
+                f"discovery document names issuer {document.get('issuer')!r}, "
+                f"not {self.provider.issuer!r}"
+            )
+        jwks_uri = document.get("jwks_uri")
+        if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
+            raise ValueError("discovery document has no usable jwks_uri")
+        return jwks_uri
 
 
 class TokenValidator:
