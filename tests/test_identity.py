@@ -385,3 +385,22 @@ def test_several_issuers_each_with_their_own_audience_claims_and_algorithms():
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_key_removed_from_the_jwks_stops_working_after_the_refresh_interval(own_issuer):
+    clock = Clock()
+    validator = validator_for(own_issuer, clock=clock, jwks_refresh_seconds=30)
+    old_key = own_issuer.key("RS256")
+
+    async def scenario() -> None:
+        await validator.validate(own_issuer.token("a", key=old_key))
+        own_issuer.keys.remove(old_key)  # the issuer withdraws the key
+        clock.now += 10
+        assert (await validator.validate(own_issuer.token("b", key=old_key))).subject == "b"
+        clock.now += 25  # past the refresh interval: the stale set triggers a refresh
+        await validator.validate(own_issuer.token("c", key=old_key))
+        await asyncio.sleep(0.3)  # the background refresh completes
+        with pytest.raises(Denial, match="unknown signing key"):
+            await validator.validate(own_issuer.token("d", key=old_key))
+
+    asyncio.run(scenario())
