@@ -112,10 +112,35 @@ class ProviderConfig(Strict):
         return self
 
 
+class SamlProviderConfig(Strict):
+    """A SAML 2.0 identity provider whose signed assertions are accepted."""
+
+    name: str
+    entity_id: str  # the assertion's <Issuer>
+    audience: str  # our service provider entity id, required in <AudienceRestriction>
+    # The IdP's signing certificate: from its metadata (file or URL) or a PEM file.
+    metadata_file: str | None = None
+    metadata_url: str | None = None
+    certificate_file: str | None = None
+    roles_attribute: str = "groups"
+    max_assertion_bytes: int = Field(256 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _one_certificate_source(self) -> SamlProviderConfig:
+        sources = (self.metadata_file, self.metadata_url, self.certificate_file)
+        if sum(bool(s) for s in sources) != 1:
+            raise ValueError("set exactly one of metadata_file, metadata_url or certificate_file")
+        return self
+
+
 class IdentityConfig(Strict):
     token_header: str = "X-Tracegate-Token"
+    saml_header: str = "X-Tracegate-SAML"
     leeway_seconds: int = Field(30, ge=0, le=300)
     providers: list[ProviderConfig] = Field(min_length=1)
+    saml: list[SamlProviderConfig] = []
+    # Lifetime of tokens issued by the SAML exchange endpoint (never past the assertion's).
+    exchange_token_seconds: int = Field(900, ge=60, le=43200)
 
 
 class CredentialsConfig(Strict):

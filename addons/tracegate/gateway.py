@@ -27,6 +27,7 @@ from tracegate.content import body_too_large, decode_body, document_kind
 from tracegate.denial import Denial, bad_request, gateway_failure
 from tracegate.identity.oidc import TokenValidator, bearer_token
 from tracegate.identity.principal import Principal
+from tracegate.identity.saml import SamlValidator
 from tracegate.masking import BodyError, Masker, MaskReport
 from tracegate.policy import Grant, decide, roles_of
 from tracegate.stores import s3
@@ -182,6 +183,7 @@ class Gateway:
         self.version = config.version_hash()
         self.signer = signer
         self.validator = validator or TokenValidator(config.identity)
+        self.saml = SamlValidator(config.identity) if config.identity.saml else None
         self._maskers: dict[tuple[str, str], Masker] = {}
         for role_name, role in config.roles.items():
             for purpose, scope in role.scopes.items():
@@ -223,9 +225,13 @@ class Gateway:
             raise bad_request("absolute-form request targets are not accepted")
         if self.config.listen.require_tls and not request.tls:
             raise bad_request("plaintext HTTP is not accepted on this listener; use HTTPS")
-        token = bearer_token(dict(request.headers), self.config.identity.token_header)
-        exchange.token_digest = hashlib.sha256(token.encode()).hexdigest()
-        exchange.principal = await self.validator.validate(token)
+        saml = request.header(self.config.identity.saml_header)
+        if saml and self.saml is not None:
+            exchange.principal = self.saml.validate(saml)
+        else:
+            token = bearer_token(dict(request.headers), self.config.identity.token_header)
+            exchange.token_digest = hashlib.sha256(token.encode()).hexdigest()
+            exchange.principal = await self.validator.validate(token)
         exchange.roles = roles_of(exchange.principal, self.config)
         exchange.access = s3.parse_request(
             request.method, request.path, request.query, self.config.upstream.bucket

@@ -168,11 +168,32 @@ class TokenValidator:
     ) -> None:
         self.identity = identity
         self._providers = {p.issuer: p for p in identity.providers}
-        self.caches = {p.issuer: JwksCache(p, clock, fetch_timeout) for p in identity.providers}
         self._clock = clock
+        self.caches = {p.issuer: JwksCache(p, clock, fetch_timeout) for p in identity.providers}
+        if identity.saml:
+            self._trust_saml_exchange()
         # sha256(token) -> (principal, monotonic deadline); bounded in size and age, so a
         # key withdrawn from the JWKS stops working within TOKEN_CACHE_SECONDS.
         self._verified: dict[bytes, tuple[Principal, float]] = {}
+
+    def _trust_saml_exchange(self) -> None:
+        """Tokens from the SAML exchange endpoint are verified like any other, by this key."""
+        from tracegate.identity.saml import EXCHANGE_AUDIENCE, EXCHANGE_ISSUER, ExchangeIssuer
+
+        provider = ProviderConfig(
+            name="saml-exchange",
+            issuer=EXCHANGE_ISSUER,
+            audience=EXCHANGE_AUDIENCE,
+            jwks_file="(in memory)",
+            algorithms=["ES256"],
+            jwks_refresh_seconds=10**9,
+        )
+        cache = JwksCache(provider, self._clock)
+        key = ExchangeIssuer.public_jwk()
+        cache._keys = {key["kid"]: key}
+        cache._loaded_at = self._clock()
+        self._providers[provider.issuer] = provider
+        self.caches[provider.issuer] = cache
 
     async def warm_up(self) -> None:
         await asyncio.gather(*(cache.refresh() for cache in self.caches.values()))

@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from tracegate.denial import Denial
+from tracegate.gateway import IncomingRequest
 from tracegate.health import readiness
+from tracegate.identity.saml import ExchangeIssuer
 from tracegate.metrics import CONTENT_TYPE
 from tracegate.proxy.runtime import Runtime
 
@@ -55,6 +59,58 @@ class MetricsHandler(_Handler):
         self.finish(self.runtime.metrics.exposition())
 
 
+class SamlExchangeHandler(_Handler):
+    """POST a base64 SAML assertion (raw body, or form field SAMLResponse) and get a short-lived
+    bearer token for it; refusals are audited like any refused request."""
+
+    async def post(self) -> None:
+        gateway = self.runtime.gateway
+        if gateway is None or gateway.saml is None:
+            return self.write_json(404, {"error": {"reason": "no SAML provider is configured"}})
+        encoded = self.get_body_argument("SAMLResponse", default=None)
+        if encoded is None:
+            encoded = self.request.body.decode(errors="replace")
+        exchange = gateway.new_exchange(
+            str(uuid.uuid4()),
+            IncomingRequest("POST", "/saml/exchange", client=self.request.remote_ip or ""),
+        )
+        try:
+            exchange.principal = gateway.saml.validate(encoded.strip())
+            token, expires = ExchangeIssuer.token(
+                exchange.principal, gateway.config.identity.exchange_token_seconds
+            )
+        except Denial as denial:
+            exchange.deny(denial)
+            await self._audit(exchange)
+            return self.write_json(
+                denial.status,
+                {
+                    "error": {
+                        "status": denial.status,
+                        "code": denial.code,
+                        "reason": denial.reason,
+                        "flow_id": exchange.flow_id,
+                    }
+                },
+            )
+        exchange.decision, exchange.reason, exchange.status = "allow", "SAML token exchanged", 200
+        await self._audit(exchange)
+        self.write_json(
+            200,
+            {
+                "token": token,
+                "token_type": "Bearer",
+                "expires_at": expires,
+                "subject": exchange.principal.subject,
+            },
+        )
+
+    async def _audit(self, exchange) -> None:
+        self.runtime.metrics.record_flow(exchange, None)
+        if self.runtime.audit is not None:
+            await self.runtime.audit.record(exchange.to_audit_record())
+
+
 class AdminListener:
     name = "tracegate_admin"
 
@@ -73,6 +129,11 @@ class AdminListener:
                 (r"/healthz", HealthHandler, {"runtime": self.runtime, "listener": self}),
                 (r"/readyz", ReadyHandler, {"runtime": self.runtime, "listener": self}),
                 (r"/metrics", MetricsHandler, {"runtime": self.runtime, "listener": self}),
+                (
+                    r"/saml/exchange",
+                    SamlExchangeHandler,
+                    {"runtime": self.runtime, "listener": self},
+                ),
             ]
         )
         sockets = tornado.netutil.bind_sockets(config.admin.port, config.admin.host)

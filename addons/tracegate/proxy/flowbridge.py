@@ -26,9 +26,9 @@ def incoming(flow: http.HTTPFlow) -> IncomingRequest:
     )
 
 
-def strip_credentials(flow: http.HTTPFlow, token_header: str) -> None:
+def strip_credentials(flow: http.HTTPFlow, *identity_headers: str) -> None:
     """Drop the client's credentials from the flow, so mitmweb and saved flows never hold them."""
-    for name in (*CLIENT_AUTH_HEADERS, token_header.lower()):
+    for name in (*CLIENT_AUTH_HEADERS, *(h.lower() for h in identity_headers)):
         flow.request.headers.pop(name, None)
 
 

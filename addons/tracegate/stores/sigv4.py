@@ -19,6 +19,7 @@ CLIENT_AUTH_HEADERS = frozenset(
         "x-amz-user-agent",
         "cookie",
         "proxy-authorization",
+        "x-tracegate-saml",
         "amz-sdk-invocation-id",
         "amz-sdk-request",
         "expect",
