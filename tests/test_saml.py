@@ -156,6 +156,7 @@ def test_a_replayed_assertion_is_refused(saml_gateway, idp):
     assert with_saml(saml_gateway, assertion).status_code == 200
     again = with_saml(saml_gateway, assertion)
     assert again.status_code == 401 and "already used (replay)" in again.json()["error"]["reason"]
+    assert "already used (replay)" in audited_reason(saml_gateway, again)
     exchanged = httpx.post(saml_gateway.admin_url + "/saml/exchange", content=assertion)
     assert exchanged.status_code == 401
 
