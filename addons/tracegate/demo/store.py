@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
@@ -57,6 +58,7 @@ class LocalS3:
     process: subprocess.Popen | None = None
     gateway_keys: Keys | None = None
     seeder_keys: Keys | None = None
+    _log: Any = None
 
     @property
     def endpoint(self) -> str:
@@ -67,7 +69,8 @@ class LocalS3:
         env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(NO_AUTH_ACTIONS))
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
             env.pop(name, None)
-        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+        self._log = open(log, "ab") if log else None  # noqa: SIM115 - closed in stop()
+        out = self._log or subprocess.DEVNULL
         moto = Path(sys.executable).with_name("moto_server")
         self.process = subprocess.Popen(
             [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
@@ -140,3 +143,6 @@ class LocalS3:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
