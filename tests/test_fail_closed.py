@@ -207,7 +207,7 @@ def test_mitmweb_cannot_change_options_that_weaken_the_gateway(make_gateway, tok
     assert masked.json()["metadata"]["api_key"] == "[REDACTED:api-key]"
 
 
-def test_mitmweb_never_holds_client_tokens(make_gateway, token):
+def test_mitmweb_never_holds_client_tokens(make_gateway, token, store):
     gateway = make_gateway(how="web")
     allowed = fetch(gateway, token)
     denied = fetch(gateway, token, "/traces/traces/team-b/tr-b001.json")
@@ -218,6 +218,9 @@ def test_mitmweb_never_holds_client_tokens(make_gateway, token):
     assert len(json.loads(flows)) == 2
     signature = token.split(".")[2]
     assert signature not in flows and signature.encode() not in dump
+    # Nor the gateway's own signature for the store, which could be replayed against it.
+    for secret in ("AWS4-HMAC-SHA256", store.gateway_keys.access_key_id):
+        assert secret not in flows and secret.encode() not in dump
 
 
 def test_mitmweb_event_log_holds_no_signing_material(make_gateway, token):
@@ -409,3 +412,48 @@ def test_an_unreachable_store_is_a_502_and_an_audit_row(make_gateway, token):
     assert PLANTED_EMAIL not in response.text
     rows = audited(gateway, response)
     assert rows[-1]["decision"] == "error" and rows[-1]["subject"] == "carol@example.com"
+
+
+def held_flow(web, timeout: float = 15) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for flow in web.get("/flows.json").json():
+            if flow.get("intercepted"):
+                return flow
+        time.sleep(0.1)
+    raise AssertionError("no flow was held")
+
+
+def fetch_in_background(gateway, token, path=A_TRACE):
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    return pool.submit(fetch, gateway, token, path)
+
+
+def test_a_held_request_is_signed_only_after_an_operator_resumes_it(make_gateway, token):
+    gateway = make_gateway(how="web")
+    with web_session(gateway) as web:
+        assert web.put("/options", json={"intercept": "~q", "intercept_active": True}).is_success
+        pending = fetch_in_background(gateway, token)
+        flow = held_flow(web)
+        headers = {name.lower() for name, _ in flow["request"]["headers"]}
+        assert not headers & {"authorization", "x-amz-date", "x-tracegate-token"}
+        assert web.post(f"/flows/{flow['id']}/resume").is_success
+        response = pending.result(timeout=30)
+    assert response.status_code == 200
+    assert response.json()["metadata"]["api_key"] == "[REDACTED:api-key]"
+
+
+def test_a_request_edited_while_held_is_refused(make_gateway, token):
+    gateway = make_gateway(how="web")
+    with web_session(gateway) as web:
+        assert web.put("/options", json={"intercept": "~q", "intercept_active": True}).is_success
+        pending = fetch_in_background(gateway, token)
+        flow = held_flow(web)
+        edit = {"request": {"path": "/traces/traces/team-b/tr-b001.json"}}
+        assert web.put(f"/flows/{flow['id']}", json=edit).is_success
+        assert web.post(f"/flows/{flow['id']}/resume").is_success
+        response = pending.result(timeout=30)
+    error = assert_denied_without_data(response, 403)
+    assert "edited before it was resumed" in error["reason"]

@@ -179,6 +179,8 @@ class UpstreamConfig(Strict):
 
 class LimitsConfig(Strict):
     max_body_bytes: int = 16 * 1024 * 1024
+    # How long a request held by an operator's intercept may wait to be resumed.
+    hold_seconds: float = Field(300, gt=0)
 
     @field_validator("max_body_bytes", mode="before")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from mitmproxy import http
 
 from tracegate.gateway import ClientResponse, IncomingRequest, UpstreamRequest
@@ -30,6 +32,28 @@ def strip_credentials(flow: http.HTTPFlow, *identity_headers: str) -> None:
     """Drop the client's credentials from the flow, so mitmweb and saved flows never hold them."""
     for name in (*CLIENT_AUTH_HEADERS, *(h.lower() for h in identity_headers)):
         flow.request.headers.pop(name, None)
+
+
+SIGNING_HEADERS = ("authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token")
+
+
+def hide_upstream_signature(flow: http.HTTPFlow) -> None:
+    """Once the store has been asked, drop the gateway's signature from the flow: mitmweb and
+    saved flows must not hold a signature someone could replay against the store."""
+    for name in SIGNING_HEADERS:
+        flow.request.headers.pop(name, None)
+
+
+def fingerprint(flow: http.HTTPFlow) -> str:
+    """A digest of the request as an operator could edit it in mitmweb."""
+    request = flow.request
+    digest = hashlib.sha256()
+    for part in (request.method, request.scheme, request.host, str(request.port), request.path):
+        digest.update(part.encode() + b"\0")
+    for name, value in request.headers.items(multi=True):
+        digest.update(name.lower().encode() + b":" + value.encode() + b"\0")
+    digest.update(request.raw_content or b"")
+    return digest.hexdigest()
 
 
 def send_upstream(flow: http.HTTPFlow, upstream: UpstreamRequest) -> None:

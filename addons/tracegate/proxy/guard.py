@@ -14,6 +14,7 @@ from mitmproxy import http
 
 from tracegate.audit import AuditRecord
 from tracegate.denial import Denial, gateway_failure
+from tracegate.proxy import flowbridge
 from tracegate.proxy.answers import bare_denial
 from tracegate.proxy.runtime import Runtime
 
@@ -34,6 +35,7 @@ class Guard:
         bare_denial(flow, Denial(503, "GatewayUnavailable", reason))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        flowbridge.hide_upstream_signature(flow)
         state = self.runtime.flows.get(flow.id)
         if flow.response is not None and not (state and state.oversize):
             flow.response.stream = False  # streaming would bypass masking
@@ -50,6 +52,7 @@ class Guard:
         await self._record(flow, denial)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        flowbridge.hide_upstream_signature(flow)
         self.runtime.flows.pop(flow.id, None)
 
     async def _record(self, flow: http.HTTPFlow, denial: Denial) -> None:

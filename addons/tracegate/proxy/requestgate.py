@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from mitmproxy import http
 
-from tracegate.denial import Denial, gateway_failure
+from tracegate.denial import Denial, forbidden, gateway_failure
 from tracegate.proxy import flowbridge
 from tracegate.proxy.answers import deny
 from tracegate.proxy.runtime import FlowState, Runtime
@@ -31,6 +33,8 @@ class RequestGate:
         try:
             if self.runtime.lockdown:
                 raise gateway_failure(self.runtime.lockdown)
+            if flow.intercepted:
+                await self._held(flow, gateway.config.limits.hold_seconds)
             upstream = await gateway.authorize(state.exchange)
             flowbridge.send_upstream(flow, upstream)
             state.forwarded = True
@@ -45,6 +49,24 @@ class RequestGate:
             valid_token = exchange.principal is not None and exchange.token_digest
             key = f"token:{exchange.token_digest}" if valid_token else f"conn:{flow.client_conn.id}"
             exchange.session_id = self.runtime.sessions.session_for(key)
+
+    async def _held(self, flow: http.HTTPFlow, limit: float) -> None:
+        """An operator's intercept holds this request: decide and sign only once it is resumed,
+        so the held flow never carries a signature, and refuse it if it was edited meanwhile.
+
+        mitmweb's resume and kill fire no hook, and a killed flow never wakes mitmproxy's own
+        waiter, so poll with a deadline."""
+        before = flowbridge.fingerprint(flow)
+        deadline = time.monotonic() + limit
+        while flow.intercepted and flow.error is None:
+            if time.monotonic() > deadline:
+                flow.resume()  # release the client with the refusal below
+                raise Denial(503, "HoldTimeout", f"the request was held for more than {limit:g} s")
+            await asyncio.sleep(0.05)
+        if flow.error is not None:
+            raise forbidden("the held request was killed by an operator")
+        if flowbridge.fingerprint(flow) != before:
+            raise forbidden("the held request was edited before it was resumed")
 
 
 def _summary(state: FlowState) -> str:
