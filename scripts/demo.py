@@ -119,6 +119,17 @@ def wait_for_port(log: Path, process: subprocess.Popen, timeout: float = 30) -> 
     raise SystemExit("demo: the gateway did not start in time")
 
 
+def mitmweb_url(log: Path, port: int, timeout: float = 10) -> str:
+    """mitmweb logs its address with the access token it generated; print that one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = re.search(r"Web server listening at (\S+)", log.read_text(errors="replace"))
+        if match:
+            return match.group(1)
+        time.sleep(0.1)
+    return f"http://127.0.0.1:{port}/ (see {log.relative_to(REPO)} for the access token)"
+
+
 def check(cmds: list[tuple[str, str, int]], tokens: dict[str, str]) -> bool:
     """Run the printed commands exactly as printed (through bash) and check their status."""
     env = dict(os.environ, SUPPORT_TOKEN=tokens["support"], ANALYST_TOKEN=tokens["analyst"])
@@ -187,7 +198,7 @@ def main() -> int:
         cmds = commands(url)
         print(f"\ntracegate is listening at {url} (config: {config.relative_to(REPO)})")
         if args.web:
-            print(f"mitmweb UI: http://127.0.0.1:{web_port}/")
+            print(f"mitmweb UI: {mitmweb_url(log, web_port)}")
         print("\nTry these (tokens are valid for 24 hours):\n")
         print(f"export SUPPORT_TOKEN={tokens['support']}")
         print(f"export ANALYST_TOKEN={tokens['analyst']}\n")
