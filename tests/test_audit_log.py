@@ -70,3 +70,22 @@ def test_an_older_audit_database_is_refused_with_a_clear_message(tmp_path):
     conn.close()
     with pytest.raises(AuditSchemaError, match=r"older tracegate .*move it aside"):
         AuditLog(path).open()
+
+
+def test_request_summaries_hide_every_identity_header_by_its_configured_name():
+    from tracegate.audit.bodies import request_summary
+    from tracegate.config import IdentityConfig
+
+    identity = IdentityConfig(
+        token_header="X-Corp-Token",
+        saml_header="X-Corp-Assertion",
+        providers=[{"name": "p", "issuer": "i", "audience": "a", "jwks_file": "k"}],
+    )
+    headers = {
+        "x-corp-token": "jwt",
+        "x-corp-assertion": "saml",
+        "authorization": "Bearer jwt",
+        "accept": "application/json",
+    }
+    summary = request_summary("GET", "/x", [], headers, identity.credential_headers)
+    assert summary["headers"] == [["accept", "application/json"]]

@@ -142,6 +142,11 @@ class IdentityConfig(Strict):
     # Lifetime of tokens issued by the SAML exchange endpoint (never past the assertion's).
     exchange_token_seconds: int = Field(900, ge=60, le=43200)
 
+    @property
+    def credential_headers(self) -> tuple[str, ...]:
+        """The request headers that carry an identity: removed from flows and the audit."""
+        return (self.token_header.lower(), self.saml_header.lower())
+
 
 class CredentialsConfig(Strict):
     """Where the gateway's own store credentials come from. Never the YAML itself."""

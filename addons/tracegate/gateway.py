@@ -123,9 +123,9 @@ class Exchange:
         self.bytes_returned = len(body)
         self.returned_sha256 = hashlib.sha256(body).hexdigest()
 
-    def to_log_entry(self) -> dict[str, Any]:
+    def to_log_entry(self, record: AuditRecord | None = None) -> dict[str, Any]:
         """The decision log line: the audit row's facts without digests, masks as counts."""
-        record = self.to_audit_record()
+        record = record or self.to_audit_record()
         return {
             "flow_id": record.flow_id,
             "subject": record.subject,
@@ -242,6 +242,7 @@ class Gateway:
             exchange.access,
             purpose=request.header(PURPOSE_HEADER),
             role=request.header(ROLE_HEADER),
+            roles=exchange.roles,
         )
         exchange.grant = decision.grant
         exchange.decision, exchange.reason = "allow", decision.reason

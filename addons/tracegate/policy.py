@@ -42,8 +42,14 @@ def roles_of(principal: Principal, config: GatewayConfig) -> list[str]:
     return matched
 
 
-def choose_role(principal: Principal, config: GatewayConfig, requested: str | None) -> str:
-    roles = roles_of(principal, config)
+def choose_role(
+    principal: Principal,
+    config: GatewayConfig,
+    requested: str | None,
+    roles: list[str] | None = None,
+) -> str:
+    if roles is None:
+        roles = roles_of(principal, config)
     if not roles:
         raise forbidden(f"subject {principal.subject!r} has no tracegate role")
     if requested:
@@ -63,9 +69,12 @@ def decide(
     access: Access,
     purpose: str | None = None,
     role: str | None = None,
+    roles: list[str] | None = None,
 ) -> Decision:
-    """Allow the access under one role and purpose, or raise a Denial naming the reason."""
-    role_name = choose_role(principal, config, role)
+    """Allow the access under one role and purpose, or raise a Denial naming the reason.
+
+    `roles` are the principal's roles when the caller already has them (see `roles_of`)."""
+    role_name = choose_role(principal, config, role, roles)
     role_config = config.roles[role_name]
     purpose = purpose or role_config.default_purpose
     if purpose not in role_config.scopes:

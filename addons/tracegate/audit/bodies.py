@@ -16,12 +16,12 @@ def request_summary(
     path: str,
     query: Iterable[tuple[str, str]],
     headers: Mapping[str, str],
-    token_header: str,
+    identity_headers: Iterable[str],
     scheme: str = "http",
     host: str = "",
     port: int = 0,
 ) -> dict[str, Any]:
-    hidden = CLIENT_AUTH_HEADERS | {token_header.lower()}
+    hidden = CLIENT_AUTH_HEADERS | {h.lower() for h in identity_headers}
     return {
         "method": method,
         "scheme": scheme,

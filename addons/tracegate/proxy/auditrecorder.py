@@ -7,7 +7,7 @@ import time
 
 from mitmproxy import http
 
-from tracegate.audit import AuditWriteError
+from tracegate.audit import AuditRecord, AuditWriteError
 from tracegate.audit.bodies import body_record, request_summary
 from tracegate.denial import Denial, gateway_failure
 from tracegate.proxy.answers import deny
@@ -30,9 +30,9 @@ class AuditRecorder:
             if state.safe_response is not flow.response:
                 deny(flow, state, gateway_failure("the response was not masked"))
             started = time.monotonic()
-            await self._write(state, flow)
+            record = await self._write(state, flow)
             state.released = flow.response
-            self._report(state, time.monotonic() - started)
+            self._report(state, time.monotonic() - started, record)
         except AuditWriteError as exc:
             # This denial cannot be recorded either; the log line is its only trace.
             logger.error("tracegate: flow %s denied unrecorded: %s", flow.id, exc)
@@ -59,22 +59,25 @@ class AuditRecorder:
             logger.error("tracegate: audit row for failed flow %s lost: %s", flow.id, exc)
         self._report(state, None)
 
-    def _report(self, state: FlowState, audit_seconds: float | None) -> None:
+    def _report(
+        self, state: FlowState, audit_seconds: float | None, record: AuditRecord | None = None
+    ) -> None:
         """Metrics and the decision log line; a failure here never changes the answer."""
         try:
             self.runtime.metrics.record_flow(state.exchange, audit_seconds)
             if self.runtime.decisions is not None:
-                self.runtime.decisions.write(state.exchange.to_log_entry())
+                self.runtime.decisions.write(state.exchange.to_log_entry(record))
         except Exception:
             logger.exception("tracegate: could not report flow %s", state.exchange.flow_id)
 
-    async def _write(self, state: FlowState, flow: http.HTTPFlow | None = None) -> None:
+    async def _write(self, state: FlowState, flow: http.HTTPFlow | None = None) -> AuditRecord:
         if self.runtime.audit is None:
             raise AuditWriteError("no audit log is open")
         record = state.exchange.to_audit_record()
         if flow is not None and flow.response is not None and _keeps_bodies(state):
             record.body = _seen(state, flow)
         await self.runtime.audit.record(record)
+        return record
 
 
 def _keeps_bodies(state: FlowState) -> bool:
@@ -93,7 +96,7 @@ def _seen(state: FlowState, flow: http.HTTPFlow) -> dict:
         request.path,
         request.query,
         request.headers,
-        config.identity.token_header,
+        config.identity.credential_headers,
         scheme="https" if request.tls else "http",
         host=config.listen.host,
         port=config.listen.port,

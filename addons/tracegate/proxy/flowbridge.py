@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 from mitmproxy import http
 
@@ -28,7 +29,7 @@ def incoming(flow: http.HTTPFlow) -> IncomingRequest:
     )
 
 
-def strip_credentials(flow: http.HTTPFlow, *identity_headers: str) -> None:
+def strip_credentials(flow: http.HTTPFlow, identity_headers: Iterable[str]) -> None:
     """Drop the client's credentials from the flow, so mitmweb and saved flows never hold them."""
     for name in (*CLIENT_AUTH_HEADERS, *(h.lower() for h in identity_headers)):
         flow.request.headers.pop(name, None)

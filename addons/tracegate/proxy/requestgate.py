@@ -28,8 +28,7 @@ class RequestGate:
             return  # no config: the Guard refuses; a replayed flow keeps its first decision
         state = FlowState(gateway, gateway.new_exchange(flow.id, flowbridge.incoming(flow)))
         self.runtime.flows[flow.id] = state
-        identity = gateway.config.identity
-        flowbridge.strip_credentials(flow, identity.token_header, identity.saml_header)
+        flowbridge.strip_credentials(flow, gateway.config.identity.credential_headers)
         try:
             if self.runtime.lockdown:
                 raise gateway_failure(self.runtime.lockdown)

@@ -19,7 +19,6 @@ CLIENT_AUTH_HEADERS = frozenset(
         "x-amz-user-agent",
         "cookie",
         "proxy-authorization",
-        "x-tracegate-saml",
         "amz-sdk-invocation-id",
         "amz-sdk-request",
         "expect",
