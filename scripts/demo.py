@@ -21,12 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "addons"))
 
 from tracegate.demo.issuer import TokenIssuer  # noqa: E402
+from tracegate.demo.setup import gateway_env, write_config  # noqa: E402
 from tracegate.demo.store import LocalS3, free_port  # noqa: E402
 from tracegate.demo.traces import sample_objects  # noqa: E402
 
@@ -41,18 +40,6 @@ def port_or_free(preferred: int) -> int:
         except OSError:
             return free_port()
     return preferred
-
-
-def write_config(store: LocalS3, issuer: TokenIssuer, port: int) -> Path:
-    config = yaml.safe_load((REPO / "rules" / "example.yaml").read_text())
-    config["identity"]["providers"][0].update(issuer=issuer.issuer, jwks_uri=issuer.jwks_uri)
-    config["upstream"]["endpoint"] = store.endpoint
-    config["listen"]["port"] = port
-    config.setdefault("admin", {})["port"] = port_or_free(8090)
-    config["audit"]["path"] = str(RUN_DIR / "audit.sqlite3")
-    path = RUN_DIR / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 def boto3_example(url: str, token: str) -> str:
@@ -170,14 +157,14 @@ def main() -> int:
         store.start(log=RUN_DIR / "moto.log")
         store.seed(sample_objects())
         issuer.serve(port=port_or_free(8900))
-        config = write_config(store, issuer, port_or_free(8080))
-        assert store.gateway_keys is not None
-        env = dict(
-            os.environ,
-            TRACEGATE_UPSTREAM_ACCESS_KEY_ID=store.gateway_keys.access_key_id,
-            TRACEGATE_UPSTREAM_SECRET_ACCESS_KEY=store.gateway_keys.secret_access_key,
-            TRACEGATE_HASH_KEY=secrets.token_hex(16),
+        config = write_config(
+            RUN_DIR / "config.yaml",
+            store,
+            issuer,
+            RUN_DIR / "audit.sqlite3",
+            **{"listen.port": port_or_free(8080), "admin.port": port_or_free(8090)},
         )
+        env = gateway_env(store, secrets.token_hex(16))
         argv = [str(Path(sys.executable).with_name("tracegate")), "run", "--config", str(config)]
         web_port = port_or_free(8081)
         if args.web:

@@ -13,10 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tracegate.demo.issuer import TokenIssuer
+from tracegate.demo import setup
+from tracegate.demo.setup import write_config
 from tracegate.demo.store import LocalS3, free_port
+
+__all__ = [
+    "ANALYST_FIELDS",
+    "BIN",
+    "REPO",
+    "GatewayProcess",
+    "audit_rows",
+    "gateway_env",
+    "write_config",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -24,39 +33,13 @@ EXAMPLE = REPO / "rules" / "example.yaml"
 LISTENING = re.compile(r"(?<!admin )listening at (?:http://)?\[?[\d.:a-f]+\]?:(\d+)")
 ADMIN_LISTENING = re.compile(r"admin listening at [\d.]+:(\d+)")
 HASH_KEY = "test-hash-key-0123456789abcdef"
-
-
-def write_config(
-    path: Path, store: LocalS3, issuer: TokenIssuer, audit: Path, **overrides: Any
-) -> Path:
-    """The example config pointed at this test's store, issuer and audit file."""
-    config = yaml.safe_load(EXAMPLE.read_text())
-    config["identity"]["providers"][0].update(issuer=issuer.issuer, jwks_uri=issuer.jwks_uri)
-    config["upstream"]["endpoint"] = store.endpoint
-    config["upstream"]["bucket"] = store.bucket
-    config["audit"]["path"] = str(audit)
-    config["listen"]["port"] = 0
-    config.setdefault("admin", {})["port"] = 0
-    for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+# The top-level fields rules/example.yaml lets the analyst role see.
+ANALYST_FIELDS = {"trace_id", "team", "created_at", "model", "latency_ms", "usage", "user"}
 
 
 def gateway_env(store: LocalS3, **extra: str) -> dict[str, str]:
-    assert store.gateway_keys is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRACEGATE_"))}
-    env.update(
-        TRACEGATE_UPSTREAM_ACCESS_KEY_ID=store.gateway_keys.access_key_id,
-        TRACEGATE_UPSTREAM_SECRET_ACCESS_KEY=store.gateway_keys.secret_access_key,
-        TRACEGATE_HASH_KEY=HASH_KEY,
-    )
-    env.update(extra)
-    return env
+    """The gateway's environment with the tests' fixed hash key."""
+    return setup.gateway_env(store, HASH_KEY, **extra)
 
 
 @dataclass

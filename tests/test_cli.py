@@ -9,22 +9,14 @@ import httpx
 import pytest
 
 from tests.conftest import s3_client
-from tests.harness import BIN, gateway_env, write_config
+from tests.harness import ANALYST_FIELDS, BIN, gateway_env, write_config
 
 
 def test_tracegate_run_serves_masked_traces_to_boto3(make_gateway, issuer):
     gateway = make_gateway(how="run")
     client = s3_client(gateway.url, issuer.token("dave", ["data-analysts"]))
     body = client.get_object(Bucket="traces", Key="traces/team-b/tr-b002.json")["Body"].read()
-    assert set(json.loads(body)) == {
-        "trace_id",
-        "team",
-        "created_at",
-        "model",
-        "latency_ms",
-        "usage",
-        "user",
-    }
+    assert set(json.loads(body)) == ANALYST_FIELDS
 
 
 def test_tracegate_run_web_starts_mitmweb_with_the_gateway(make_gateway, issuer):

@@ -17,7 +17,6 @@ import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -50,8 +49,7 @@ def assert_denied_without_data(response, status, code=None):
 
 
 def audited(gateway, response, timeout=5.0):
-    audit = Path(json.loads(json.dumps(str(gateway.config))).replace("config-", "audit-"))
-    audit = audit.with_suffix(".sqlite3")
+    audit = gateway.config.with_name(gateway.config.stem.replace("config-", "audit-") + ".sqlite3")
     flow_id = response.headers.get("x-tracegate-flow")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from tests.conftest import s3_client
-from tests.harness import audit_rows
+from tests.harness import ANALYST_FIELDS, audit_rows
 from tracegate.demo.traces import PLANTED_API_KEY, PLANTED_EMAIL
 
 A_TRACE = "traces/team-a/tr-a001.json"
@@ -48,15 +48,7 @@ def test_two_roles_see_different_fields_of_the_same_trace(
     assert seen_by_support["metadata"]["api_key"] == "[REDACTED:api-key]"
     assert PLANTED_API_KEY not in support.text
 
-    assert set(seen_by_analyst) == {
-        "trace_id",
-        "team",
-        "created_at",
-        "model",
-        "latency_ms",
-        "usage",
-        "user",
-    }
+    assert set(seen_by_analyst) == ANALYST_FIELDS
     assert set(seen_by_analyst["user"]) == {"id"}
     assert seen_by_analyst["user"]["id"].startswith("hmac:")
     assert PLANTED_EMAIL not in analyst.text and "messages" not in analyst.text

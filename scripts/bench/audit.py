@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import os
 import statistics
 import sys
 import tempfile
@@ -22,6 +21,8 @@ HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("bench_gateway", HERE / "gateway.py")
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
+
+from tracegate.demo.setup import gateway_env, write_config  # noqa: E402
 
 NO_AUDIT = (
     "import tracegate.audit.log as log\n"
@@ -44,24 +45,12 @@ def main() -> int:
     try:
         store.seed(bench.sample_objects())
         issuer.serve()
-        import yaml
-
-        config = yaml.safe_load((bench.REPO / "rules" / "example.yaml").read_text())
-        config["identity"]["providers"][0].update(issuer=issuer.issuer, jwks_uri=issuer.jwks_uri)
-        config["upstream"]["endpoint"] = store.endpoint
-        config["audit"]["path"] = str(work / "audit.sqlite3")
-        config["admin"]["enabled"] = False
-        config["logging"]["decisions"] = "none"
-        (work / "config.yaml").write_text(yaml.safe_dump(config))
+        overrides = {"admin.enabled": False, "logging.decisions": "none"}
+        write_config(work / "config.yaml", store, issuer, work / "audit.sqlite3", **overrides)
         site = work / "no-audit"
         site.mkdir()
         (site / "sitecustomize.py").write_text(NO_AUDIT)
-        env = dict(
-            os.environ,
-            TRACEGATE_UPSTREAM_ACCESS_KEY_ID=store.gateway_keys.access_key_id,
-            TRACEGATE_UPSTREAM_SECRET_ACCESS_KEY=store.gateway_keys.secret_access_key,
-            TRACEGATE_HASH_KEY="bench-hash-key",
-        )
+        env = gateway_env(store, "bench-hash-key")
         argv = [str(bench.BIN / "tracegate"), "run", "--config", str(work / "config.yaml")]
         argv += ["--listen-port", "0"]
         on, on_port = bench.start_proxy(argv, env, work / "on.log")

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import httpx
-import yaml
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -33,6 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "addons"))
 
 from tracegate.demo.issuer import TokenIssuer  # noqa: E402
+from tracegate.demo.setup import gateway_env, write_config  # noqa: E402
 from tracegate.demo.store import LocalS3  # noqa: E402
 from tracegate.demo.traces import sample_objects  # noqa: E402
 
@@ -167,18 +167,9 @@ def main() -> int:
     try:
         store.seed(sample_objects())
         issuer.serve()
-        config = yaml.safe_load((REPO / "rules" / "example.yaml").read_text())
-        config["identity"]["providers"][0].update(issuer=issuer.issuer, jwks_uri=issuer.jwks_uri)
-        config["upstream"]["endpoint"] = store.endpoint
-        config["audit"]["path"] = str(work / "audit.sqlite3")
-        (work / "config.yaml").write_text(yaml.safe_dump(config))
+        write_config(work / "config.yaml", store, issuer, work / "audit.sqlite3")
         assert store.gateway_keys is not None
-        env = dict(
-            os.environ,
-            TRACEGATE_UPSTREAM_ACCESS_KEY_ID=store.gateway_keys.access_key_id,
-            TRACEGATE_UPSTREAM_SECRET_ACCESS_KEY=store.gateway_keys.secret_access_key,
-            TRACEGATE_HASH_KEY="bench-hash-key",
-        )
+        env = gateway_env(store, "bench-hash-key")
         common = ["--mode", f"reverse:{store.endpoint}", "--listen-host", "127.0.0.1"]
         common += ["--listen-port", "0", "--set", "flow_detail=0"]
         plain, plain_port = start_proxy([str(BIN / "mitmdump"), *common], env, work / "plain.log")

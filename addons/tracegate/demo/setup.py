@@ -1,0 +1,54 @@
+"""The example config and the gateway's environment for a local store and issuer.
+
+One place for what the demo, the benchmarks and the tests all need: `rules/example.yaml` pointed
+at this machine's moto server, token issuer and an audit file, with dotted-key overrides.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tracegate.demo.issuer import TokenIssuer
+from tracegate.demo.store import LocalS3
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "rules" / "example.yaml"
+
+
+def write_config(
+    path: Path, store: LocalS3, issuer: TokenIssuer, audit: Path, **overrides: Any
+) -> Path:
+    """Write the example config for this store, issuer and audit file; listeners on free ports
+    unless overridden (e.g. `**{"listen.port": 8080}`)."""
+    config = yaml.safe_load(EXAMPLE.read_text())
+    config["identity"]["providers"][0].update(issuer=issuer.issuer, jwks_uri=issuer.jwks_uri)
+    config["upstream"]["endpoint"] = store.endpoint
+    config["upstream"]["bucket"] = store.bucket
+    config["audit"]["path"] = str(audit)
+    config["listen"]["port"] = 0
+    config.setdefault("admin", {})["port"] = 0
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def gateway_env(store: LocalS3, hash_key: str, **extra: str) -> dict[str, str]:
+    """The environment a gateway process needs: its store credentials and hash key, and no
+    AWS_* or TRACEGATE_* variables inherited from the caller."""
+    assert store.gateway_keys is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRACEGATE_"))}
+    env.update(
+        TRACEGATE_UPSTREAM_ACCESS_KEY_ID=store.gateway_keys.access_key_id,
+        TRACEGATE_UPSTREAM_SECRET_ACCESS_KEY=store.gateway_keys.secret_access_key,
+        TRACEGATE_HASH_KEY=hash_key,
+    )
+    env.update(extra)
+    return env
