@@ -303,12 +303,124 @@ class FieldPolicy(Strict):
         return allow
 
 
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class ApprovalWhen(Strict):
+    """When a request needs a human's approval. Every condition given must hold.
+
+    `detectors` and `response_bytes_over` are known only once the store has answered: the
+    (already masked) response is then held instead of the request."""
+
+    always: bool = False
+    operations: list[str] = []
+    keys: list[str] = []  # fnmatch globs against the object key or listing prefix
+    max_keys_over: int | None = Field(None, ge=0)  # listings asking for more keys than this
+    outside_hours: str | None = None  # "08:00-18:00" (UTC): requests outside it
+    # Keys or prefixes outside the scope's `prefixes` but inside these are held, not refused.
+    beyond_scope_prefixes: list[str] = []
+    detectors: list[str] = []  # detector names or groups that fired while masking
+    response_bytes_over: int | None = None
+
+    @field_validator("operations")
+    @classmethod
+    def _known_operations(cls, operations: list[str]) -> list[str]:
+        unknown = [op for op in operations if op not in S3_READ_OPERATIONS]
+        if unknown:
+            raise ValueError(f"unknown or non-read operation(s) {', '.join(unknown)}")
+        return operations
+
+    @field_validator("outside_hours")
+    @classmethod
+    def _clock(cls, value: str | None) -> str | None:
+        if value is not None and not _CLOCK.match(value):
+            raise ValueError(f"expected a UTC window like '08:00-18:00', got {value!r}")
+        return value
+
+    @field_validator("beyond_scope_prefixes")
+    @classmethod
+    def _clean_prefixes(cls, prefixes: list[str]) -> list[str]:
+        return _check_prefixes(prefixes)
+
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, names: list[str]) -> list[str]:
+        from tracegate.detectors import BY_NAME
+
+        unknown = [n for n in names if n not in BY_NAME and n not in DETECTOR_GROUPS]
+        if unknown:
+            raise ValueError(f"unknown detector or group(s) {', '.join(unknown)}")
+        return names
+
+    @field_validator("response_bytes_over", mode="before")
+    @classmethod
+    def _size(cls, value: int | str | None) -> int | None:
+        return None if value is None else parse_size(value)
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> ApprovalWhen:
+        given = self.model_dump(exclude_defaults=True)
+        if not given:
+            raise ValueError("give at least one condition (or always: true)")
+        if self.beyond_scope_prefixes and self.on_response:
+            raise ValueError(
+                "beyond_scope_prefixes cannot be combined with response conditions "
+                "(detectors, response_bytes_over): a request beyond scope is held before it "
+                "reaches the store"
+            )
+        return self
+
+    @property
+    def on_response(self) -> bool:
+        return bool(self.detectors) or self.response_bytes_over is not None
+
+
+class ApproverConfig(Strict):
+    """Who may approve: principals holding any of these roles or token groups."""
+
+    roles: list[str] = []
+    groups: list[str] = []
+
+    @model_validator(mode="after")
+    def _someone(self) -> ApproverConfig:
+        if not self.roles and not self.groups:
+            raise ValueError("name at least one approver role or group")
+        return self
+
+
+class ApprovalRule(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$")
+    description: str = ""
+    when: ApprovalWhen
+    approvers: ApproverConfig
+    required: int = Field(1, ge=1, le=10)  # distinct approvers needed
+    reason_required: bool = False  # the requester must send X-Tracegate-Reason
+    wait_seconds: float = Field(300, gt=0)  # how long the client is held before "pending"
+    pending_seconds: float = Field(3600, gt=0)  # how long the approval can still be decided
+    grant_seconds: float = Field(900, ge=0)  # how long an approval lets the request repeat
+
+
+class ApprovalsConfig(Strict):
+    """Where approvals are announced and how mitmweb's own Resume/Kill count."""
+
+    # Slack-compatible JSON is POSTed here for each new approval and each decision.
+    webhook_url: str | None = None
+    webhook_timeout_seconds: float = Field(5.0, gt=0)
+    # The approval endpoint's address as approvers reach it (for links); default: admin listener.
+    public_url: str | None = None
+    # Resume in mitmweb / the console: "approve" (recorded as an unauthenticated operator
+    # approval) or "refuse" (only the authenticated endpoint can approve).
+    ui_resume: Literal["approve", "refuse"] = "approve"
+
+
 class ScopeConfig(Strict):
     operations: list[str] = Field(min_length=1)
     prefixes: list[str] = Field(min_length=1)
     fields: FieldPolicy = FieldPolicy()
     masks: list[MaskRule] = []
     detectors: DetectorPolicy = DetectorPolicy()
+    # Requests that wait for a human; the first rule whose conditions hold applies.
+    approvals: list[ApprovalRule] = []
 
     @field_validator("operations")
     @classmethod
@@ -324,10 +436,7 @@ class ScopeConfig(Strict):
     @field_validator("prefixes")
     @classmethod
     def _clean_prefixes(cls, prefixes: list[str]) -> list[str]:
-        for prefix in prefixes:
-            if prefix.startswith("/") or ".." in prefix.split("/") or "//" in prefix:
-                raise ValueError(f"prefix {prefix!r} must be a plain key prefix like 'traces/a/'")
-        return prefixes
+        return _check_prefixes(prefixes)
 
     @model_validator(mode="after")
     def _unique_mask_ids(self) -> ScopeConfig:
@@ -335,7 +444,16 @@ class ScopeConfig(Strict):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"duplicate mask id(s): {', '.join(dupes)}")
+        rules = [r.id for r in self.approvals]
+        dupes = sorted({i for i in rules if rules.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate approval rule id(s): {', '.join(dupes)}")
         return self
+
+    @property
+    def beyond_prefixes(self) -> list[str]:
+        """Prefixes reachable only with an approval."""
+        return [p for rule in self.approvals for p in rule.when.beyond_scope_prefixes]
 
 
 class RoleMatch(Strict):
@@ -374,24 +492,39 @@ class GatewayConfig(Strict):
     audit: AuditConfig = AuditConfig()
     admin: AdminConfig = AdminConfig()
     logging: LoggingConfig = LoggingConfig()
+    approvals: ApprovalsConfig = ApprovalsConfig()
     purposes: dict[str, PurposeConfig] = Field(min_length=1)
     roles: dict[str, RoleConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _purposes_exist(self) -> GatewayConfig:
         for role_name, role in self.roles.items():
-            for purpose in role.scopes:
+            for purpose, scope in role.scopes.items():
                 if purpose not in self.purposes:
                     raise ValueError(
                         f"roles.{role_name}.scopes.{purpose}: purpose {purpose!r} is not "
                         "declared under purposes"
                     )
+                for i, rule in enumerate(scope.approvals):
+                    for approver in rule.approvers.roles:
+                        if approver not in self.roles:
+                            raise ValueError(
+                                f"roles.{role_name}.scopes.{purpose}.approvals[{i}].approvers."
+                                f"roles: role {approver!r} is not declared under roles"
+                            )
         return self
 
     def version_hash(self) -> str:
         """A content hash of the effective config: audit rows name the policy they ran under."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _check_prefixes(prefixes: list[str]) -> list[str]:
+    for prefix in prefixes:
+        if prefix.startswith("/") or ".." in prefix.split("/") or "//" in prefix:
+            raise ValueError(f"prefix {prefix!r} must be a plain key prefix like 'traces/a/'")
+    return prefixes
 
 
 def _check_jsonpath(path: str) -> str:

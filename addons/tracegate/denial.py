@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -14,6 +15,8 @@ class Denial(Exception):
     reason: str
     # A short, fixed category for metrics (e.g. "expired"); never free text.
     category: str = ""
+    # Extra fields for the JSON error (e.g. the id of a pending approval); no secrets.
+    details: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.reason}"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from tracegate.approvals.rules import ApprovalNeed, request_need
 from tracegate.audit.log import AuditRecord
 from tracegate.config import ConfigError, GatewayConfig
 from tracegate.content import body_too_large, decode_body, document_kind
@@ -29,13 +30,14 @@ from tracegate.identity.oidc import TokenValidator, bearer_token
 from tracegate.identity.principal import Principal
 from tracegate.identity.saml import SamlValidator
 from tracegate.masking import BodyError, Masker, MaskReport
-from tracegate.policy import Grant, decide, roles_of
+from tracegate.policy import Grant, decide, outside_scope, roles_of
 from tracegate.stores import s3
 from tracegate.stores.credentials import load_credentials
 from tracegate.stores.sigv4 import UpstreamSigner
 
 PURPOSE_HEADER = "x-tracegate-purpose"
 ROLE_HEADER = "x-tracegate-role"
+REASON_HEADER = "x-tracegate-reason"
 JSON = "application/json"
 
 
@@ -110,6 +112,16 @@ class Exchange:
     denial_category: str = ""
     upstream_seconds: float | None = None
     masking_seconds: float | None = None
+    # Approval: the rule holding the request, rules left for the response, and the outcome.
+    approval_need: ApprovalNeed | None = None
+    response_rules: list[ApprovalNeed] = field(default_factory=list)
+    approval: dict[str, Any] | None = None
+
+    @property
+    def reason_given(self) -> str:
+        """The requester's X-Tracegate-Reason, printable and bounded."""
+        text = self.request.header(REASON_HEADER) or ""
+        return "".join(c if c.isprintable() else " " for c in text)[:500].strip()
 
     def deny(self, denial: Denial) -> None:
         self.decision = "deny"
@@ -166,6 +178,7 @@ class Exchange:
             latency_ms=round((time.monotonic() - self.started) * 1000, 3),
             upstream_sha256=self.upstream_sha256,
             returned_sha256=self.returned_sha256,
+            approval=self.approval,
         )
 
 
@@ -218,8 +231,10 @@ class Gateway:
 
     # -- request ---------------------------------------------------------------------
 
-    async def authorize(self, exchange: Exchange) -> UpstreamRequest:
-        """Identity, access, policy; then the request the store will see, freshly signed."""
+    async def authorize(self, exchange: Exchange) -> None:
+        """Identity, access, policy, and whether a human must approve; raises Denial.
+
+        `upstream_request` then makes the signed request, once any approval is given."""
         request = exchange.request
         if request.absolute_form:
             raise bad_request("absolute-form request targets are not accepted")
@@ -245,8 +260,14 @@ class Gateway:
             roles=exchange.roles,
         )
         exchange.grant = decision.grant
+        scope = decision.grant.scope
+        need, later = request_need(scope, exchange.access, request.query, decision.beyond_scope)
+        if decision.beyond_scope:
+            if need is None:
+                raise outside_scope(exchange.access, scope, decision.grant.role)
+            exchange.grant = decision.grant.widened()
+        exchange.approval_need, exchange.response_rules = need, later
         exchange.decision, exchange.reason = "allow", decision.reason
-        return self.upstream_request(exchange)
 
     def upstream_request(self, exchange: Exchange) -> UpstreamRequest:
         access = exchange.access
@@ -301,7 +322,7 @@ class Gateway:
             return self._store_error(status, lower, body, base)
         if access.operation in s3.LIST_OPERATIONS:
             try:
-                result = s3.filter_listing(body, grant.scope.prefixes)
+                result = s3.filter_listing(body, grant.prefixes)
             except Exception as exc:
                 raise gateway_failure(f"cannot parse the store's listing: {exc}") from None
             exchange.report.listing_removed = result.removed
@@ -374,6 +395,8 @@ class Gateway:
         else:
             body = json_error(denial, exchange.flow_id)
             headers["content-type"] = JSON
+        if "approval_id" in denial.details:
+            headers["x-tracegate-approval"] = str(denial.details["approval_id"])
         if denial.status == 401:
             headers["www-authenticate"] = 'Bearer realm="tracegate"'
         head = request.method.upper() == "HEAD"
@@ -387,6 +410,7 @@ def json_error(denial: Denial, flow_id: str) -> bytes:
             "code": denial.code,
             "reason": denial.reason,
             "flow_id": flow_id,
+            **denial.details,
         }
     }
     return json.dumps(payload).encode()

@@ -6,8 +6,9 @@ tests all decide through `decide`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from tracegate.approvals.rules import beyond_scope
 from tracegate.config import GatewayConfig, ScopeConfig
 from tracegate.denial import Denial, forbidden
 from tracegate.identity.principal import Principal
@@ -21,6 +22,15 @@ class Grant:
     role: str
     purpose: str
     scope: ScopeConfig
+    # Prefixes opened by an approval for a request beyond the scope's own.
+    approved_prefixes: tuple[str, ...] = ()
+
+    @property
+    def prefixes(self) -> list[str]:
+        return [*self.scope.prefixes, *self.approved_prefixes]
+
+    def widened(self) -> Grant:
+        return replace(self, approved_prefixes=tuple(self.scope.beyond_prefixes))
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,8 @@ class Decision:
     allowed: bool
     reason: str
     grant: Grant
+    # Outside the scope's prefixes but inside an approval rule's: allowed only once approved.
+    beyond_scope: bool = False
 
 
 def roles_of(principal: Principal, config: GatewayConfig) -> list[str]:
@@ -88,8 +100,17 @@ def decide(
         raise forbidden(
             f"{access.operation} is not allowed for role {role_name!r} with purpose {purpose!r}"
         )
+    if beyond_scope(access, scope):
+        reason = f"{access.operation} beyond {role_name}/{purpose} scope, subject to approval"
+        return Decision(True, reason, grant, beyond_scope=True)
     _check_resource(access, scope, role_name)
     return Decision(True, f"{access.operation} within {role_name}/{purpose} scope", grant)
+
+
+def outside_scope(access: Access, scope: ScopeConfig, role: str) -> Denial:
+    """The refusal for an access outside the scope (used when no approval rule admits it)."""
+    target = f"key {access.key!r}" if access.key is not None else f"prefix {access.prefix!r}"
+    return _outside(target, scope, role)
 
 
 def _check_resource(access: Access, scope: ScopeConfig, role: str) -> None:

@@ -49,6 +49,7 @@ COLUMNS: dict[str, type] = {
     "latency_ms": float,
     "upstream_sha256": str,
     "returned_sha256": str,
+    "approval": str,  # JSON: the approval that held this flow, or the grant it used
     "prev_hash": str,
     "row_hash": str,
 }
@@ -112,6 +113,7 @@ class AuditRecord:
     latency_ms: float | None = None
     upstream_sha256: str | None = None
     returned_sha256: str | None = None
+    approval: dict[str, Any] | None = None
     # What the requester saw (BODY_COLUMNS), kept in `bodies`; None: digests only.
     body: dict[str, Any] | None = None
 
@@ -120,6 +122,7 @@ class AuditRecord:
         row.pop("body", None)
         row["roles"] = json.dumps(self.roles)
         row["masks"] = json.dumps(self.masks, sort_keys=True)
+        row["approval"] = json.dumps(self.approval, sort_keys=True) if self.approval else None
         return row
 
 

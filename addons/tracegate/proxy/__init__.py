@@ -13,6 +13,7 @@ import logging
 from mitmproxy import exceptions, hooks
 
 from tracegate.proxy.admin import AdminListener
+from tracegate.proxy.approvalhold import ApprovalHold
 from tracegate.proxy.auditrecorder import AuditRecorder
 from tracegate.proxy.configloader import ConfigLoader
 from tracegate.proxy.configwatcher import ConfigWatcher
@@ -30,13 +31,15 @@ SCRIPT_UNLOADED = (
 
 
 def gateway_addons(runtime: Runtime) -> list[object]:
+    approvals = ApprovalHold(runtime)
     return [
         ConfigLoader(runtime),
         ConfigWatcher(runtime),
         AdminListener(runtime),
         OptionsLock(runtime),
-        RequestGate(runtime),
-        ResponseFilter(runtime),
+        approvals,
+        RequestGate(runtime, approvals),
+        ResponseFilter(runtime, approvals),
         AuditRecorder(runtime),
         Guard(runtime),
     ]

@@ -1,4 +1,4 @@
-"""The admin listener: /healthz, /readyz and /metrics on a port of their own.
+"""The admin listener: /healthz, /readyz, /metrics and /approvals on a port of their own.
 
 It is served by tornado (which mitmproxy already uses for mitmweb) in the proxy's event loop,
 bound to `admin.host:admin.port`, so it is never reachable through the store's route.
@@ -21,6 +21,7 @@ from tracegate.gateway import IncomingRequest
 from tracegate.health import readiness
 from tracegate.identity.saml import ExchangeIssuer
 from tracegate.metrics import CONTENT_TYPE
+from tracegate.proxy import approvalapi
 from tracegate.proxy.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -134,12 +135,16 @@ class AdminListener:
                     SamlExchangeHandler,
                     {"runtime": self.runtime, "listener": self},
                 ),
+                *approvalapi.routes(self.runtime),
             ]
         )
         sockets = tornado.netutil.bind_sockets(config.admin.port, config.admin.host)
         self.port = sockets[0].getsockname()[1]
         self.server = tornado.httpserver.HTTPServer(app)
         self.server.add_sockets(sockets)
+        self.runtime.admin_url = f"http://{config.admin.host}:{self.port}"
+        if self.runtime.approvals is not None:
+            self.runtime.approvals.link_base = self.runtime.approval_link_base()
         logger.info("tracegate: admin listening at %s:%s", config.admin.host, self.port)
 
     async def readiness(self) -> list:

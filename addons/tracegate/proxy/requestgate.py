@@ -11,6 +11,7 @@ from mitmproxy import http
 from tracegate.denial import Denial, forbidden, gateway_failure
 from tracegate.proxy import flowbridge
 from tracegate.proxy.answers import deny
+from tracegate.proxy.approvalhold import ApprovalHold
 from tracegate.proxy.runtime import FlowState, Runtime
 
 logger = logging.getLogger(__name__)
@@ -19,8 +20,9 @@ logger = logging.getLogger(__name__)
 class RequestGate:
     name = "tracegate_request_gate"
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, approvals: ApprovalHold) -> None:
         self.runtime = runtime
+        self.approvals = approvals
 
     async def request(self, flow: http.HTTPFlow) -> None:
         gateway = self.runtime.gateway
@@ -34,7 +36,11 @@ class RequestGate:
                 raise gateway_failure(self.runtime.lockdown)
             if flow.intercepted:
                 await self._held(flow, gateway.config.limits.hold_seconds)
-            upstream = await gateway.authorize(state.exchange)
+            await gateway.authorize(state.exchange)
+            need = state.exchange.approval_need
+            if need is not None:
+                await self.approvals.hold(flow, state, need, "request")
+            upstream = gateway.upstream_request(state.exchange)
             flowbridge.send_upstream(flow, upstream)
             state.forwarded = True
             flow.comment = _summary(state)

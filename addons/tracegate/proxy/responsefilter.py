@@ -8,10 +8,12 @@ import time
 
 from mitmproxy import http
 
+from tracegate.approvals import response_need
 from tracegate.content import body_too_large
 from tracegate.denial import Denial, gateway_failure
 from tracegate.proxy import flowbridge
 from tracegate.proxy.answers import deny
+from tracegate.proxy.approvalhold import ApprovalHold
 from tracegate.proxy.runtime import FlowState, Runtime
 
 logger = logging.getLogger(__name__)
@@ -22,8 +24,9 @@ THREAD_THRESHOLD = 256 * 1024
 class ResponseFilter:
     name = "tracegate_response_filter"
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, approvals: ApprovalHold) -> None:
         self.runtime = runtime
+        self.approvals = approvals
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = self.runtime.flows.get(flow.id)
@@ -78,6 +81,12 @@ class ResponseFilter:
             exchange.masking_seconds = time.monotonic() - started
             state.safe_response = flowbridge.apply(flow, answer)
             exchange.returned(b"" if answer.head else answer.body, answer.status)
+            if exchange.response_rules and answer.status < 300:
+                need = response_need(
+                    exchange.response_rules, exchange.report, exchange.bytes_upstream or 0
+                )
+                if need is not None:  # the masked answer waits for a human
+                    await self.approvals.hold(flow, state, need, "response")
         except Denial as denial:
             deny(flow, state, denial)
         except Exception:

@@ -10,6 +10,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tracegate.approvals.desk import ApprovalDesk
+from tracegate.approvals.notify import Webhook
+from tracegate.approvals.store import ApprovalStore
 from tracegate.audit import AuditLog
 from tracegate.audit.chain import SigningKey
 from tracegate.config import GatewayConfig, load_config
@@ -43,6 +46,8 @@ class Runtime:
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     decisions: DecisionLog | None = None
     sessions: SessionTracker = field(default_factory=lambda: SessionTracker(900))
+    approvals: ApprovalDesk | None = None
+    admin_url: str = ""  # where the admin listener is reachable, once bound
 
     @property
     def config(self) -> GatewayConfig | None:
@@ -66,9 +71,19 @@ class Runtime:
                 checkpoint_every_seconds=config.audit.checkpoint_every_seconds,
             )
             audit.open()
+            store = ApprovalStore(audit_path, config.audit.busy_timeout_ms)
+            store.open()
             if self.audit is not None:
                 self.audit.close()
+            if self.approvals is not None:
+                self.approvals.store.close()
             self.audit = audit
+            self.approvals = ApprovalDesk(store, Webhook(None, 5.0), "")
+        assert self.approvals is not None
+        self.approvals.webhook = Webhook(
+            config.approvals.webhook_url, config.approvals.webhook_timeout_seconds
+        )
+        self.approvals.link_base = self.approval_link_base(config)
         if self.decisions is None or self.decisions.target != config.logging.decisions:
             if self.decisions is not None:
                 self.decisions.close()
@@ -83,6 +98,12 @@ class Runtime:
         verb = "reloaded" if reloaded else "loaded"
         logger.info("tracegate: %s %s (policy version %s)", verb, path, gateway.version)
         return gateway
+
+    def approval_link_base(self, config: GatewayConfig | None = None) -> str:
+        config = config or self.config
+        if config is not None and config.approvals.public_url:
+            return config.approvals.public_url.rstrip("/")
+        return self.admin_url
 
     def reload(self, why: str) -> bool:
         """Load the current config file again; if it is invalid, keep the one in force."""
@@ -107,6 +128,9 @@ class Runtime:
         if self.audit is not None:
             self.audit.close()
             self.audit = None
+        if self.approvals is not None:
+            self.approvals.store.close()
+            self.approvals = None
         if self.decisions is not None:
             self.decisions.close()
             self.decisions = None

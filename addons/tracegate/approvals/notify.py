@@ -1,0 +1,71 @@
+"""Slack-compatible webhook posts for new approvals and decisions.
+
+Posting never blocks or fails a request: each post is a background task with a timeout, and a
+failure is logged and counted, nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+
+from tracegate.approvals.model import Approval
+
+logger = logging.getLogger(__name__)
+
+
+def message(event: str, approval: Approval, link: str) -> dict[str, Any]:
+    """Slack's incoming-webhook shape (`text` plus blocks); never any trace data."""
+    who = approval.requester_subject
+    what = f"{approval.request_summary_line()}"
+    if event == "requested":
+        text = (
+            f"Approval {approval.id} needed: {who} asks for {what} as "
+            f"{approval.role}/{approval.purpose}. Why held: {approval.why}. "
+            f"Reason given: {approval.reason or '(none)'}. Decide: {link}"
+        )
+    else:
+        by = approval.decided_by or "tracegate"
+        how = f" via {approval.decision_how}" if approval.decision_how else ""
+        text = f"Approval {approval.id} {event} by {by}{how}: {who}, {what}. {link}"
+    return {
+        "text": text,
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+        "tracegate": {
+            "event": event,
+            "approval_id": approval.id,
+            "status": approval.status,
+            "link": link,
+        },
+    }
+
+
+class Webhook:
+    def __init__(self, url: str | None, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.failures = 0
+        self.sent = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def post(self, event: str, approval: Approval, link: str) -> None:
+        if not self.url:
+            return
+        task = asyncio.get_running_loop().create_task(self._send(message(event, approval, link)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, payload: dict[str, Any]) -> None:
+        assert self.url is not None
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout) as client:
+                response = await client.post(self.url, json=payload)
+            if response.status_code >= 300:
+                raise RuntimeError(f"webhook answered {response.status_code}")
+            self.sent += 1
+        except Exception as exc:
+            self.failures += 1
+            logger.warning("tracegate: approval webhook failed (request not affected): %s", exc)
