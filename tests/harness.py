@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import secrets
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from tracegate.demo import setup
 from tracegate.demo.setup import write_config
@@ -24,6 +29,8 @@ __all__ = [
     "GatewayProcess",
     "audit_rows",
     "gateway_env",
+    "held_flow",
+    "web_session",
     "write_config",
 ]
 
@@ -164,3 +171,24 @@ def audit_rows(path: Path, **where: Any) -> list[dict[str, Any]]:
         return [dict(r) for r in rows]
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def web_session(gateway) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{gateway.web_port}", timeout=10) as client:
+        client.get("/", params={"token": gateway.web_password}).raise_for_status()
+        # Tornado's double-submit check: the same token in the cookie and the header.
+        xsrf = secrets.token_hex(16)
+        client.cookies.set("_mitmproxy_xsrf", xsrf)
+        client.headers["X-XSRFToken"] = xsrf
+        yield client
+
+
+def held_flow(web, timeout: float = 15) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for flow in web.get("/flows.json").json():
+            if flow.get("intercepted"):
+                return flow
+        time.sleep(0.1)
+    raise AssertionError("no flow was held")

@@ -6,22 +6,27 @@ which patches one core function before mitmproxy starts; the production code has
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
-import secrets
 import shutil
 import socket
 import sqlite3
 import subprocess
 import textwrap
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.harness import BIN, REPO, audit_rows, gateway_env, write_config
+from tests.harness import (
+    BIN,
+    REPO,
+    audit_rows,
+    gateway_env,
+    held_flow,
+    web_session,
+    write_config,
+)
 from tracegate.demo.traces import PLANTED_API_KEY, PLANTED_EMAIL
 
 A_TRACE = "/traces/traces/team-a/tr-a001.json"
@@ -164,17 +169,6 @@ def test_a_broken_script_reload_ends_in_denials_until_it_loads_again(make_gatewa
     script.write_text(good)
     gateway.wait_for_log("script reloaded")
     assert fetch(gateway, token).status_code == 200
-
-
-@contextlib.contextmanager
-def web_session(gateway) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"http://127.0.0.1:{gateway.web_port}", timeout=10) as client:
-        client.get("/", params={"token": gateway.web_password}).raise_for_status()
-        # Tornado's double-submit check: the same token in the cookie and the header.
-        xsrf = secrets.token_hex(16)
-        client.cookies.set("_mitmproxy_xsrf", xsrf)
-        client.headers["X-XSRFToken"] = xsrf
-        yield client
 
 
 @pytest.mark.parametrize(
@@ -410,16 +404,6 @@ def test_an_unreachable_store_is_a_502_and_an_audit_row(make_gateway, token):
     assert PLANTED_EMAIL not in response.text
     rows = audited(gateway, response)
     assert rows[-1]["decision"] == "error" and rows[-1]["subject"] == "carol@example.com"
-
-
-def held_flow(web, timeout: float = 15) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for flow in web.get("/flows.json").json():
-            if flow.get("intercepted"):
-                return flow
-        time.sleep(0.1)
-    raise AssertionError("no flow was held")
 
 
 def fetch_in_background(gateway, token, path=A_TRACE):

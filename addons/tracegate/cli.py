@@ -1,4 +1,5 @@
-"""tracegate's command line: run the gateway, check configs, mask files, read the audit.
+"""tracegate's command line: run the gateway, check configs, mask files, read the audit,
+decide approvals.
 
 Each command lives in `tracegate.commands`; problems are reported as one line on stderr with a
 non-zero exit, never as a traceback.
@@ -10,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from tracegate.commands import approvals
 from tracegate.commands.audit import cmd_audit
 from tracegate.commands.check import cmd_check
 from tracegate.commands.mask import cmd_mask
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("flow_id")
     show.add_argument("--json", action="store_true")
     audit.set_defaults(func=cmd_audit)
+
+    approvals.add_parser(sub)
 
     check = sub.add_parser("check", help="validate a config file offline")
     check.add_argument("config", help="the YAML config")

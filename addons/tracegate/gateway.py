@@ -318,6 +318,8 @@ class Gateway:
             # User metadata is not masked, so it is not served.
             **{k: None for k in lower if k.startswith("x-amz-meta-")},
         }
+        if exchange.approval is not None:
+            base["x-tracegate-approval"] = str(exchange.approval["id"])
         if status >= 300:
             return self._store_error(status, lower, body, base)
         if access.operation in s3.LIST_OPERATIONS:

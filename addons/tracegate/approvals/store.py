@@ -371,17 +371,12 @@ class ApprovalStore:
         approval = self._load(approval_id)
         if approval is None:
             raise ApprovalError(404, "NoSuchApproval", f"no approval {approval_id}")
-        if approval.status != PENDING:
+        own = actor.authenticated and is_requester(approval, actor)
+        if own and approve:
             raise ApprovalError(
-                409, "ApprovalNotPending", f"approval {approval_id} is already {approval.status}"
+                403, "SelfApproval", "a requester can never approve their own request"
             )
-        if actor.authenticated and is_requester(approval, actor):
-            if approve:
-                raise ApprovalError(
-                    403, "SelfApproval", "a requester can never approve their own request"
-                )
-            approval.status = CANCELLED  # withdrawing one's own request
-        elif actor.authenticated and not may_decide(approval, actor):
+        if not own and actor.authenticated and not may_decide(approval, actor):
             wanted = ", ".join(
                 [f"role {r}" for r in approval.approver_roles]
                 + [f"group {g}" for g in approval.approver_groups]
@@ -391,6 +386,12 @@ class ApprovalStore:
                 "NotAnApprover",
                 f"{actor.subject!r} may not decide this approval (needs {wanted})",
             )
+        if approval.status != PENDING:
+            raise ApprovalError(
+                409, "ApprovalNotPending", f"approval {approval_id} is already {approval.status}"
+            )
+        if own:
+            approval.status = CANCELLED  # withdrawing one's own request
         now = time.time()
         if approval.status == PENDING and approve:
             if any(v.subject == actor.subject and v.issuer == actor.issuer for v in approval.votes):
