@@ -560,3 +560,24 @@ def test_the_approvals_command_lists_shows_approves_and_denies(make_gateway, tok
     assert no_token.returncode == 2 and "TRACEGATE_TOKEN" in no_token.stderr
     unreachable = cli("list", "--url", "http://127.0.0.1:9", token=tokens["sec1"])
     assert unreachable.returncode == 1 and "Traceback" not in unreachable.stderr
+
+
+def test_approval_events_are_chained_and_verify_finds_an_edited_one(make_gateway, tokens):
+    gateway = make_gateway(**{RULES: rules()})
+    pending = in_background(fetch, gateway, tokens["alice"])
+    [approval] = wait_pending(gateway, tokens["sec1"])
+    decide(gateway, tokens["sec1"], approval["id"])
+    assert pending.result(timeout=30).status_code == 200
+    gateway.stop()
+    database = audit_path(gateway)
+    verify = [str(BIN / "tracegate"), "audit", "verify", database]
+    ok = subprocess.run(verify, capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and "2 approval events" in ok.stdout, ok.stdout + ok.stderr
+
+    conn = sqlite3.connect(database)
+    conn.execute("UPDATE approval_events SET actor = 'mallory' WHERE event = 'approved'")
+    conn.commit()
+    conn.close()
+    broken = subprocess.run(verify, capture_output=True, text=True, timeout=30)
+    assert broken.returncode == 1
+    assert "approval event 2: content does not match its hash" in broken.stderr

@@ -94,6 +94,7 @@ class VerifyResult:
     rows: int
     checkpoints: int
     problems: list[str]
+    approval_events: int = 0
 
     @property
     def ok(self) -> bool:
@@ -145,9 +146,34 @@ def verify(path: str | Path, public_key: Ed25519PublicKey | None = None) -> Veri
                     public_key.verify(bytes.fromhex(checkpoint["signature"]), message)
                 except (InvalidSignature, ValueError):
                     problems.append(f"{where}: signature does not verify")
-        return VerifyResult(count, len(checkpoints), problems)
+        events = _verify_approval_events(conn, problems)
+        return VerifyResult(count, len(checkpoints), problems, events)
     finally:
         conn.close()
+
+
+def _verify_approval_events(conn: sqlite3.Connection, problems: list[str]) -> int:
+    """The approval events form their own chain from the genesis hash."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'approval_events'"
+    ).fetchone()
+    if not exists:
+        return 0
+    prev_id, prev_hash, count = 0, GENESIS, 0
+    for record in conn.execute("SELECT * FROM approval_events ORDER BY id"):
+        row = dict(record)
+        count += 1
+        where = f"approval event {row['id']}"
+        if row["id"] != prev_id + 1:
+            problems.append(f"{where}: expected event {prev_id + 1} next (deleted or inserted)")
+        if row["prev_hash"] != prev_hash:
+            problems.append(f"{where}: does not link to the event before it")
+        if row_hash(row["prev_hash"], row) != row["row_hash"]:
+            problems.append(f"{where}: content does not match its hash (edited)")
+        prev_id, prev_hash = row["id"], row["row_hash"]
+        if len(problems) >= 40:
+            break
+    return count
 
 
 def prune(path: str | Path, before: str, key: SigningKey) -> tuple[int, int | None]:

@@ -52,7 +52,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         signed = "signatures checked" if key else "signatures NOT checked (no --public-key)"
         state = "ok" if result.ok else f"FAILED ({len(result.problems)} problem(s))"
         print(
-            f"{database}: {result.rows} rows, {result.checkpoints} checkpoints, {signed}: {state}"
+            f"{database}: {result.rows} rows, {result.approval_events} approval events, "
+            f"{result.checkpoints} checkpoints, {signed}: {state}"
         )
         return 0 if result.ok else 1
     if args.audit_command == "prune":
