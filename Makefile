@@ -28,6 +28,7 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 test: $(STAMP)
+	sh scripts/ensure-chromium.sh
 	$(VENV)/bin/ruff check addons tests scripts
 	$(VENV)/bin/ruff format --check addons tests scripts
 	$(VENV)/bin/pytest

@@ -439,3 +439,16 @@ def test_a_request_edited_while_held_is_refused(make_gateway, token):
         response = pending.result(timeout=30)
     error = assert_denied_without_data(response, 403)
     assert "edited before it was resumed" in error["reason"]
+
+
+def test_a_held_request_killed_in_mitmweb_gets_a_clear_refusal(make_gateway, token):
+    gateway = make_gateway(how="web")
+    with web_session(gateway) as web:
+        assert web.put("/options", json={"intercept": "~q", "intercept_active": True}).is_success
+        pending = fetch_in_background(gateway, token)
+        flow = held_flow(web)
+        assert web.post(f"/flows/{flow['id']}/kill").is_success
+        response = pending.result(timeout=30)
+    error = assert_denied_without_data(response, 403)
+    assert "killed by an operator" in error["reason"]
+    assert audited(gateway, response)[0]["decision"] == "deny"

@@ -84,6 +84,7 @@ class ApprovalHold:
                 if current.status in FINAL:
                     raise desk.refusal(current)
                 if flow.error is not None:
+                    answer_killed(flow)
                     raise await desk.killed_in_ui(approval)
                 if not flow.intercepted:
                     approval = await desk.resumed_in_ui(approval, config.approvals.ui_resume)
@@ -131,6 +132,13 @@ class ApprovalHold:
                     desk.webhook.post("expired", expired, desk.link(expired.id))
             except Exception as exc:
                 logger.error("tracegate: approval sweep failed: %s", exc)
+
+
+def answer_killed(flow: http.HTTPFlow) -> None:
+    """A flow killed in mitmweb would just drop the client's connection; clear the kill so
+    the client gets a clear refusal instead (the refusal replaces anything the flow held)."""
+    flow.error = None
+    flow.live = True
 
 
 def _latest(desk, approval: Approval) -> Approval:

@@ -11,7 +11,7 @@ from mitmproxy import http
 from tracegate.denial import Denial, forbidden, gateway_failure
 from tracegate.proxy import flowbridge
 from tracegate.proxy.answers import deny
-from tracegate.proxy.approvalhold import ApprovalHold
+from tracegate.proxy.approvalhold import ApprovalHold, answer_killed
 from tracegate.proxy.runtime import FlowState, Runtime
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class RequestGate:
                 raise Denial(503, "HoldTimeout", f"the request was held for more than {limit:g} s")
             await asyncio.sleep(0.05)
         if flow.error is not None:
+            answer_killed(flow)
             raise forbidden("the held request was killed by an operator")
         if flowbridge.fingerprint(flow) != before:
             raise forbidden("the held request was edited before it was resumed")
