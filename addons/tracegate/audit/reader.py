@@ -37,6 +37,7 @@ EXPORT_FIELDS = [
     "latency_ms",
     "upstream_sha256",
     "returned_sha256",
+    "approval",
     "row_hash",
 ]
 
@@ -122,7 +123,7 @@ def export(rows: Iterator[dict], fmt: str) -> Iterator[str]:
     if fmt == "jsonl":
         for row in rows:
             record = {k: row.get(k) for k in EXPORT_FIELDS}
-            for key in ("roles", "masks"):
+            for key in ("roles", "masks", "approval"):
                 if isinstance(record[key], str):
                     record[key] = json.loads(record[key])
             yield json.dumps(record, separators=(",", ":")) + "\n"
