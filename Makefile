@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(if $(WEB),--web,)
 
 test: $(STAMP)
 	sh scripts/ensure-chromium.sh

@@ -91,7 +91,61 @@ def commands(url: str) -> list[tuple[str, str, int]]:
             200,
         ),
         ("no token (refused)", f"curl -s {trace}", 401),
+        (
+            "support: raw conversations (purpose incident) need approval and a reason",
+            f"{bearer.format(VAR='SUPPORT_TOKEN')} -H 'X-Tracegate-Purpose: incident' {trace}",
+            403,
+        ),
     ]
+
+
+def approval_walkthrough(url: str, admin: str) -> list[str]:
+    """The commands for one just-in-time approval, as printed (and run by `check_approval`)."""
+    trace = f"{url}/traces/traces/team-a/tr-a001.json"
+    cli = f'.venv/bin/tracegate approvals {{}} --url {admin} --token "$SECURITY_TOKEN"'
+    return [
+        'curl -s -H "Authorization: Bearer $SUPPORT_TOKEN" -H "X-Tracegate-Purpose: incident" '
+        f'-H "X-Tracegate-Reason: INC-1 demo" {trace}',
+        cli.format("list"),
+        cli.format("approve APPROVAL_ID --comment 'INC-1 confirmed'"),
+    ]
+
+
+def check_approval(url: str, admin: str, env: dict[str, str]) -> bool:
+    """Run the walkthrough: the request waits, the security lead approves, the data arrives."""
+    ask, listing, approve = approval_walkthrough(url, admin)
+    waiting = subprocess.Popen(
+        ["bash", "-c", f"{ask} -o /dev/null -w '%{{http_code}}'"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        approval_id = ""
+        deadline = time.monotonic() + 20
+        while not approval_id and time.monotonic() < deadline:
+            listed = subprocess.run(
+                ["bash", "-c", listing], capture_output=True, text=True, env=env, cwd=REPO
+            )
+            found = re.search(r"^(apv_[0-9a-f]+)", listed.stdout, re.M)
+            approval_id = found.group(1) if found else ""
+            time.sleep(0.2)
+        command = approve.replace("APPROVAL_ID", approval_id)
+        subprocess.run(["bash", "-c", command], capture_output=True, env=env, cwd=REPO)
+        status = waiting.communicate(timeout=30)[0].strip()
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    ok = bool(approval_id) and status == "200"
+    print(f"  [{'ok ' if ok else 'FAIL'}] incident request held, approved, served: HTTP {status}")
+    return ok
+
+
+def config_admin_port(config: Path) -> int:
+    import yaml
+
+    return int(yaml.safe_load(config.read_text())["admin"]["port"])
 
 
 def wait_for_port(log: Path, process: subprocess.Popen, timeout: float = 30) -> int:
@@ -117,9 +171,13 @@ def mitmweb_url(log: Path, port: int, timeout: float = 10) -> str:
     return f"http://127.0.0.1:{port}/ (see {log.relative_to(REPO)} for the access token)"
 
 
+def token_env(tokens: dict[str, str]) -> dict[str, str]:
+    return dict(os.environ, **{f"{role.upper()}_TOKEN": token for role, token in tokens.items()})
+
+
 def check(cmds: list[tuple[str, str, int]], tokens: dict[str, str]) -> bool:
     """Run the printed commands exactly as printed (through bash) and check their status."""
-    env = dict(os.environ, SUPPORT_TOKEN=tokens["support"], ANALYST_TOKEN=tokens["analyst"])
+    env = token_env(tokens)
     ok = True
     for description, command, expected in cmds:
         result = subprocess.run(
@@ -177,9 +235,11 @@ def main() -> int:
             stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{wait_for_port(log, gateway)}"
+        admin = f"http://127.0.0.1:{config_admin_port(config)}"
         tokens = {
             "support": issuer.token("alice@example.com", ["support-engineers"], ttl=86400),
             "analyst": issuer.token("bob@example.com", ["data-analysts"], ttl=86400),
+            "security": issuer.token("sec@example.com", ["security-leads"], ttl=86400),
         }
         (RUN_DIR / "boto3_example.py").write_text(boto3_example(url, tokens["support"]))
         cmds = commands(url)
@@ -188,9 +248,15 @@ def main() -> int:
             print(f"mitmweb UI: {mitmweb_url(log, web_port)}")
         print("\nTry these (tokens are valid for 24 hours):\n")
         print(f"export SUPPORT_TOKEN={tokens['support']}")
-        print(f"export ANALYST_TOKEN={tokens['analyst']}\n")
+        print(f"export ANALYST_TOKEN={tokens['analyst']}")
+        print(f"export SECURITY_TOKEN={tokens['security']}\n")
         for description, command, _ in cmds:
             print(f"# {description}\n{command}\n")
+        ask, listing, approve = approval_walkthrough(url, admin)
+        print("# just-in-time approval: the request waits (up to 5 minutes) for a security lead")
+        print(f"{ask} &")
+        print("# ... who lists and approves it (or Resumes it in mitmweb: make demo WEB=1)")
+        print(f"{listing}\n{approve}\n")
         print("# boto3 (the token goes in X-Tracegate-Token; see the file):")
         print(f".venv/bin/python {(RUN_DIR / 'boto3_example.py').relative_to(REPO)}\n")
         audit = (RUN_DIR / "audit.sqlite3").relative_to(REPO)
@@ -199,6 +265,7 @@ def main() -> int:
         print(f"gateway log: {log.relative_to(REPO)}\n")
         print("checking the commands above:")
         ok = check(cmds, tokens)
+        ok &= check_approval(url, admin, token_env(tokens))
         if args.check:
             return 0 if ok else 1
         print("\ndemo running; press Ctrl-C to stop everything.")
