@@ -25,7 +25,9 @@ B_TRACE = "/traces/traces/team-b/tr-b001.json"
 RULES = "roles.support.scopes.incident.approvals"
 
 
-def rules(wait: float = 15, grant: float = 60, required: int = 1, **extra) -> list[dict]:
+def rules(
+    wait: float = 15, grant: float = 60, required: int = 1, pending_seconds: float = 3600, **extra
+) -> list[dict]:
     """The example's incident rules with short times for tests."""
     return [
         {
@@ -43,6 +45,7 @@ def rules(wait: float = 15, grant: float = 60, required: int = 1, **extra) -> li
             "required": required,
             "reason_required": True,
             "wait_seconds": wait,
+            "pending_seconds": pending_seconds,
             "grant_seconds": grant,
             **extra,
         },
@@ -341,6 +344,8 @@ def test_other_flows_keep_flowing_while_twenty_requests_are_held(make_gateway, t
     ]
     # Three distinct requests: retries of the same request join its approval.
     approvals = wait_pending(gateway, tokens["sec1"], count=3)
+    metrics = httpx.get(gateway.admin_url + "/metrics", timeout=10).text
+    assert "tracegate_approvals_pending 3.0" in metrics
     normal = httpx.Client(timeout=10)
     started = time.monotonic()
     for _ in range(20):
@@ -578,3 +583,66 @@ def test_approval_events_are_chained_and_verify_finds_an_edited_one(make_gateway
     broken = subprocess.run(verify, capture_output=True, text=True, timeout=30)
     assert broken.returncode == 1
     assert "approval event 2: content does not match its hash" in broken.stderr
+
+
+def test_an_undecided_approval_expires_and_is_announced(make_gateway, tokens):
+    hook = Hook()
+    try:
+        expiring = rules(wait=1, pending_seconds=2)
+        gateway = make_gateway(**{RULES: expiring, "approvals.webhook_url": hook.url})
+        approval_id = error_of(fetch(gateway, tokens["alice"]), 403, "ApprovalPending")[
+            "approval_id"
+        ]
+        time.sleep(2.2)
+        expired = api(gateway, tokens["sec1"], params={"status": "expired"}).json()["approvals"]
+        assert [a["id"] for a in expired] == [approval_id]
+        assert decide(gateway, tokens["sec1"], approval_id).status_code == 409
+        posts = hook.wait(2, timeout=10)
+    finally:
+        hook.stop()
+    assert [p["tracegate"]["event"] for p in posts] == ["requested", "expired"]
+    assert "expired" in [e["event"] for e in events(gateway, approval_id)]
+    # The same request now opens a new approval.
+    again = error_of(fetch(gateway, tokens["alice"]), 403, "ApprovalPending")
+    assert again["approval_id"] != approval_id
+
+
+def refuse_writes(gateway, table: str = "approvals") -> sqlite3.Connection:
+    """Make every write to the approvals table fail, as a full or broken disk would."""
+    conn = sqlite3.connect(audit_path(gateway))
+    conn.execute(
+        f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+        "BEGIN SELECT RAISE(ABORT, 'injected write failure'); END"
+    )
+    conn.commit()
+    return conn
+
+
+def test_an_approval_that_cannot_be_recorded_is_a_503_and_never_a_release(make_gateway, tokens):
+    gateway = make_gateway(**{RULES: rules()})
+    api(gateway, tokens["sec1"])  # the tables exist once the gateway runs
+    conn = refuse_writes(gateway)
+    try:
+        error = error_of(fetch(gateway, tokens["alice"]), 503, "ApprovalUnavailable")
+        assert "could not be recorded" in error["reason"]
+    finally:
+        conn.close()
+    [row] = [r for r in audit_rows(audit_path(gateway)) if r["status"] == 503]
+    assert row["decision"] == "deny"
+
+
+def test_a_decision_that_cannot_be_recorded_leaves_the_request_held(make_gateway, tokens):
+    gateway = make_gateway(**{RULES: rules(wait=20)})
+    pending = in_background(fetch, gateway, tokens["alice"])
+    [approval] = wait_pending(gateway, tokens["sec1"])
+    conn = refuse_writes(gateway)
+    failed = decide(gateway, tokens["sec1"], approval["id"])
+    assert failed.status_code == 503
+    assert failed.json()["error"]["code"] == "ApprovalUnavailable"
+    time.sleep(0.5)
+    assert not pending.done()  # nothing was approved, so nothing was released
+    conn.execute("DROP TRIGGER refuse_approvals")
+    conn.commit()
+    conn.close()
+    assert decide(gateway, tokens["sec1"], approval["id"]).is_success
+    assert pending.result(timeout=30).status_code == 200

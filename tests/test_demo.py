@@ -13,6 +13,7 @@ def test_demo_starts_and_every_printed_command_works():
         timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("[ok ]") == 6
+    assert result.stdout.count("[ok ]") == 8
+    assert "incident request held, approved, served: HTTP 200" in result.stdout
     assert "export SUPPORT_TOKEN=" in result.stdout
     assert "demo: stopping" in result.stdout

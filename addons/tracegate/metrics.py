@@ -37,6 +37,9 @@ class GatewayMetrics:
         self.token_failures = Counter(
             "tracegate_token_failures", "Rejected identity tokens by reason", ["reason"], registry=r
         )
+        self.approvals_pending = Gauge(
+            "tracegate_approvals_pending", "Approvals waiting for a decision", registry=r
+        )
         self.request_seconds = Histogram(
             "tracegate_request_seconds", "Whole request", buckets=LATENCY_BUCKETS, registry=r
         )

@@ -96,6 +96,8 @@ class ApprovalStore:
         self._last_id = 0
         # Approvals this process may be holding a flow for: pending ones and recent decisions.
         self.live: dict[str, Approval] = {}
+        # Expired since the last `drain_expired`, for notifications.
+        self._expired: list[Approval] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -223,7 +225,18 @@ class ApprovalStore:
         )
 
     async def sweep(self) -> list[Approval]:
-        return await self._call(self._sweep, time.time())
+        """Expire what is due; return everything expired since the last sweep (by any caller)."""
+
+        def sweep_and_drain() -> list[Approval]:
+            self._sweep(time.time())
+            drained, self._expired = self._expired, []
+            return drained
+
+        return await self._call(sweep_and_drain)
+
+    @property
+    def pending_count(self) -> int:
+        return sum(1 for a in self.live.values() if a.status == PENDING)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -452,6 +465,7 @@ class ApprovalStore:
                 closed = self._close_as(approval.id, EXPIRED, "", "nobody decided in time")
                 if closed is not None:
                     expired.append(closed)
+                    self._expired.append(closed)
             elif (
                 approval.status in FINAL and (approval.decided_at or 0) + KEEP_DECIDED_SECONDS < now
             ):

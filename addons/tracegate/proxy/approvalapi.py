@@ -7,6 +7,7 @@ sees the approvals they may decide and requesters see their own; never any trace
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 import tornado.web
@@ -34,6 +35,16 @@ class ApprovalHandler(tornado.web.RequestHandler):
 
     def write_error_json(self, status: int, code: str, reason: str) -> None:
         self.write_json(status, {"error": {"status": status, "code": code, "reason": reason}})
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Unexpected failures (e.g. the database is locked) are JSON too, without internals."""
+        exc = kwargs.get("exc_info", (None, None))[1]
+        if isinstance(exc, sqlite3.Error):
+            status_code, reason = 503, "the approval store is unavailable; try again later"
+        else:
+            reason = self._reason
+        code = "ApprovalUnavailable" if status_code == 503 else "InternalError"
+        self.write_error_json(status_code, code, reason)
 
     async def actor(self) -> Actor | None:
         """The caller, authenticated like any request; None after answering 401/503."""

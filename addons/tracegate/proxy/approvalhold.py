@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sqlite3
 import time
 from collections import Counter
 
@@ -25,7 +26,7 @@ from tracegate.proxy.runtime import FlowState, Runtime
 
 logger = logging.getLogger(__name__)
 POLL_SECONDS = 0.05
-SWEEP_SECONDS = 15.0
+SWEEP_SECONDS = 5.0
 
 
 class ApprovalHold:
@@ -54,8 +55,22 @@ class ApprovalHold:
 
     # -- the hold ----------------------------------------------------------------------
 
-    async def hold(self, flow: http.HTTPFlow, state: FlowState, need: ApprovalNeed, phase: str):
+    async def hold(
+        self, flow: http.HTTPFlow, state: FlowState, need: ApprovalNeed, phase: str
+    ) -> None:
         """Return once approved (or a grant covers the request); raise Denial otherwise."""
+        try:
+            await self._hold(flow, state, need, phase)
+        except sqlite3.Error as exc:  # no durable approval record: nothing is released
+            logger.error("tracegate: approval store failed for flow %s: %s", flow.id, exc)
+            flow.resume()
+            raise Denial(
+                503, "ApprovalUnavailable", "the approval could not be recorded; try again later"
+            ) from None
+
+    async def _hold(
+        self, flow: http.HTTPFlow, state: FlowState, need: ApprovalNeed, phase: str
+    ) -> None:
         desk = self.runtime.approvals
         if desk is None:
             raise Denial(503, "ApprovalUnavailable", "approvals are not available")

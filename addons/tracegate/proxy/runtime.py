@@ -79,6 +79,7 @@ class Runtime:
                 self.approvals.store.close()
             self.audit = audit
             self.approvals = ApprovalDesk(store, Webhook(None, 5.0), "")
+            self.metrics.approvals_pending.set_function(lambda: store.pending_count)
         assert self.approvals is not None
         self.approvals.webhook = Webhook(
             config.approvals.webhook_url, config.approvals.webhook_timeout_seconds
