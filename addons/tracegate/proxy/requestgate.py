@@ -81,4 +81,6 @@ def _summary(state: FlowState) -> str:
     grant = exchange.grant
     scope = f"{grant.role}/{grant.purpose}" if grant else "?"
     operation = exchange.access.operation if exchange.access else "?"
-    return f"tracegate: allow {who} as {scope}: {operation}"
+    approval = exchange.approval
+    via = f" (approval {approval['id']} via {approval['how']})" if approval else ""
+    return f"tracegate: allow {who} as {scope}: {operation}{via}"
