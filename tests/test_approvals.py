@@ -344,6 +344,8 @@ def test_other_flows_keep_flowing_while_twenty_requests_are_held(make_gateway, t
     ]
     # Three distinct requests: retries of the same request join its approval.
     approvals = wait_pending(gateway, tokens["sec1"], count=3)
+    time.sleep(0.5)
+    assert len(api(gateway, tokens["sec1"]).json()["approvals"]) == 3  # one per distinct request
     metrics = httpx.get(gateway.admin_url + "/metrics", timeout=10).text
     assert "tracegate_approvals_pending 3.0" in metrics
     normal = httpx.Client(timeout=10)

@@ -6,6 +6,7 @@ outcome into a response. Webhook posts go out for each new approval and each dec
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,8 @@ class ApprovalDesk:
         self.store = store
         self.webhook = webhook
         self.link_base = link_base.rstrip("/")
+        # Held retries of one request must join one approval, not race to open two.
+        self._opening = asyncio.Lock()
 
     def link(self, approval_id: str) -> str:
         return f"{self.link_base}/approvals/{approval_id}"
@@ -58,11 +61,20 @@ class ApprovalDesk:
                 f"this request needs approval (rule {need.rule.id}: {need.why}); give a reason "
                 "in the X-Tracegate-Reason header",
             )
-        pending = self.store.find_pending(principal.subject, principal.issuer, key)
-        if pending is not None:
-            await self.store.joined(pending, exchange.flow_id)
-            exchange.approval = self.outcome(pending, "joined")
-            return pending
+        async with self._opening:
+            pending = self.store.find_pending(principal.subject, principal.issuer, key)
+            if pending is not None:
+                await self.store.joined(pending, exchange.flow_id)
+                exchange.approval = self.outcome(pending, "joined")
+                return pending
+            return await self._open(exchange, need, phase, key, reason)
+
+    async def _open(
+        self, exchange: Exchange, need: ApprovalNeed, phase: str, key: str, reason: str
+    ) -> Approval:
+        principal, grant, access = exchange.principal, exchange.grant, exchange.access
+        assert principal is not None and grant is not None and access is not None
+        request = exchange.request
         rule, now = need.rule, time.time()
         approval = Approval(
             id=new_id(),
