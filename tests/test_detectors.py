@@ -115,6 +115,51 @@ def test_json_inside_strings_is_masked_and_stays_valid_json():
 
 
 @pytest.mark.parametrize(
+    "inner",
+    [
+        # Escapes that would hide a value from a probe of the raw text, each undone first.
+        '{"note": "key \\u0041KIAQ3EGRTYUIOPL7KWM here"}',
+        '{"note": "line one\\npassword=Sup3rS3cretValue!"}',
+        '{"note": "see https:\\/\\/admin:hunter2pass@db.example.com\\/x"}',
+        '{"note": "\\u0064ana@acme.io"}',
+        # Judged by its key alone: no anchor in the text, found by the key-name probe.
+        '{"session_token": "q8Zr2LmP0vXw"}',
+        '{"db": {"Client-Secret": "q8Zr2LmP0vXw"}}',
+    ],
+)
+def test_json_inside_strings_is_opened_whenever_a_value_inside_could_match(inner):
+    out, report = mask({"span": {"tool_result": inner}})  # nested: probed, not parsed at once
+    assert out["span"]["tool_result"] != inner, report.to_dict()
+    assert json.loads(out["span"]["tool_result"])  # still valid JSON
+    assert any(rule.startswith("detect.") for rule in report.counts)
+
+
+def test_json_inside_strings_without_findings_keeps_its_exact_text():
+    inner = '{"note":"caf\\u00e9 at 10:00:00, order 4471","ok":true}'
+    doc = {"span": {"tool_result": inner, "n": [inner] * 3}}
+    out, report = mask(doc)
+    assert out == doc and not report.counts
+
+
+def test_large_lists_are_masked_in_batches_with_exact_paths():
+    traces = [{"id": n, "text": f"reach me at user{n}@acme.io"} for n in range(20000)]
+    doc = {"title": "mail boss@acme.io", "traces": traces, "tail": {"x": "ops@acme.io"}}
+    out, report = mask(doc)
+    assert out["title"] == "mail [REDACTED:EMAIL]" and out["tail"] == {"x": "[REDACTED:EMAIL]"}
+    assert all(t["text"] == "reach me at [REDACTED:EMAIL]" for t in out["traces"])
+    assert [t["id"] for t in out["traces"]] == list(range(20000))
+    assert report.counts["detect.email"] == 20002
+    paths = report.paths["detect.email"]
+    assert "$.title" in paths and "$.traces[0].text" in paths
+
+
+def test_drops_inside_batched_list_items_never_shift_other_items():
+    doc = [{"a": "x", "b": f"n{n} dana@acme.io"} if n % 2 else {"a": "keep"} for n in range(9000)]
+    out, _ = mask(doc, actions={"email": "drop"})
+    assert out == [{"a": "x"} if n % 2 else {"a": "keep"} for n in range(9000)]
+
+
+@pytest.mark.parametrize(
     ("action", "expected"),
     [
         ("redact", "mail [REDACTED:EMAIL] now"),

@@ -34,9 +34,20 @@ class Finding:
 
 
 class Scanner:
-    def __init__(self, detectors: Sequence[Detector], use_hyperscan: bool = True) -> None:
+    """Finds detector hits in many texts at once.
+
+    `probe_patterns` are extra anchors used only by `probe`, which answers which texts could
+    hold anything at all (a detector anchor or a probe pattern matched)."""
+
+    def __init__(
+        self,
+        detectors: Sequence[Detector],
+        use_hyperscan: bool = True,
+        probe_patterns: Sequence[str] = (),
+    ) -> None:
         self.detectors = list(detectors)
         self.engine = "hyperscan" if use_hyperscan and hyperscan is not None else "re"
+        self._probe = Scanner._probe_scanner(self.detectors, probe_patterns, self.engine)
         if not self.detectors:
             self._db = None
         elif self.engine == "hyperscan":
@@ -52,6 +63,22 @@ class Scanner:
             self._anchors = [
                 re.compile(d.anchor, re.IGNORECASE if d.caseless else 0) for d in self.detectors
             ]
+
+    @staticmethod
+    def _probe_scanner(
+        detectors: list[Detector], patterns: Sequence[str], engine: str
+    ) -> Scanner | None:
+        if not patterns:
+            return None
+        extra = [Detector(f"probe{i}", "probe", p, caseless=True) for i, p in enumerate(patterns)]
+        return Scanner([*detectors, *extra], use_hyperscan=engine == "hyperscan")
+
+    def probe(self, texts: Sequence[str]) -> set[int]:
+        """Indices of the texts in which any anchor (or probe pattern) matched."""
+        scanner = self._probe or self
+        if not texts or not scanner.detectors:
+            return set()
+        return {index for index, _ in scanner._candidates(texts)}
 
     def scan(self, texts: Sequence[str]) -> list[Finding]:
         if not texts or not self.detectors:

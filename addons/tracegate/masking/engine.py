@@ -135,8 +135,11 @@ class Masker:
         except (ValueError, UnicodeDecodeError) as exc:
             raise BodyError(f"body is not valid JSON: {exc}") from None
         masked = self.mask_document(document, report)
+        del document
         report.documents += 1
-        return json.dumps(masked, ensure_ascii=False, separators=(",", ":")).encode()
+        text = json.dumps(masked, ensure_ascii=False, separators=(",", ":"))
+        del masked  # the document is freed before its encoded copy is made
+        return text.encode()
 
     def mask_jsonl(self, body: bytes, report: MaskReport) -> bytes:
         out: list[bytes] = []

@@ -1,9 +1,13 @@
 """Detector-driven masking of every string value in a document, JSON-in-strings included.
 
-A document is walked once to collect its string values (and the strings inside string values
-that hold JSON, parsed and walked in turn); all of them go through one `Scanner.scan`; the
-findings are applied per string; strings that held JSON are re-encoded only if something inside
-them changed, so they stay valid JSON and untouched ones keep their exact text.
+A document is walked once to collect its string values; all of them go through one
+`Scanner.scan`; the findings are applied per string. Strings that look like JSON (tool-call
+arguments, tool results) are first *probed*: their text, with JSON's backslash escapes undone,
+goes through the anchors (and the credential key names). Only those with a hit are parsed and
+their strings collected, so the many embedded documents with nothing in them cost one anchor
+scan and no parse. Parsed ones are re-encoded only if something inside them changed, so they
+stay valid JSON and untouched ones keep their exact text. The probe is a superset: every value
+inside the embedded document appears, exactly as parsed, in its unescaped text.
 """
 
 from __future__ import annotations
@@ -12,20 +16,35 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tracegate.detectors.base import Detector
 from tracegate.detectors.scanner import Finding, Scanner
-from tracegate.detectors.secrets import is_assigned_secret, is_secret_key_name
+from tracegate.detectors.secrets import (
+    SECRET_KEY_NAMES,
+    SECRET_KEY_WORDS,
+    is_assigned_secret,
+    is_secret_key_name,
+)
 from tracegate.masking.paths import Path
 from tracegate.masking.report import MaskReport
 
 MAX_JSON_DEPTH = 3
 # The shortest value any detector reports ("a@b.io", "1.1.1.1", a 6-character password).
 MIN_TEXT = 6
+# Strings collected before a batch is scanned and applied (bounds the bookkeeping in memory).
+BATCH_STRINGS = 4096
 GROUP_PRIORITY = {"secrets": 0, "pii": 1}
+# Anything `is_secret_key_name` accepts contains one of these: an embedded document holding
+# such a key must be parsed, since its value is judged by the key, not by an anchor.
+KEY_NAME_PROBE = "|".join(
+    sorted({*SECRET_KEY_WORDS, *(n.replace("_", "[_.-]") for n in SECRET_KEY_NAMES)})
+)
+_ESCAPE = re.compile(r'\\(["\\/bfnrt]|u[0-9A-Fa-f]{4})')
+_UNESCAPED = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
 @dataclass(slots=True)
@@ -58,6 +77,9 @@ class _Collected:
     # few strings with findings ever become a _Slot.
     slots: list[tuple[Any, ...]] = field(default_factory=list)
     embedded: list[_Embedded] = field(default_factory=list)
+    # Strings that look like JSON, to probe before parsing: (parent, key, text, path, owner,
+    # depth), with `path` the string's own path.
+    probes: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 class TextMasker:
@@ -66,7 +88,7 @@ class TextMasker:
     def __init__(
         self, detectors: list[Detector], actions: Mapping[str, str], hash_key: bytes | None
     ) -> None:
-        self.scanner = Scanner(detectors)
+        self.scanner = Scanner(detectors, probe_patterns=[KEY_NAME_PROBE])
         self.actions = dict(actions)
         # Values under keys like "password" or "api_key" are judged whole, by the key.
         self._keyed = next((d for d in detectors if d.name == "secret_assignment"), None)
@@ -75,14 +97,26 @@ class TextMasker:
             raise ValueError("hash actions need a hash key")
 
     def mask(self, document: Any, report: MaskReport) -> Any:
-        collected = _Collected()
+        """Mask in batches of whole sub-documents (each trace of a list, each top-level key),
+        so the bookkeeping for one batch is freed before the next: memory stays near the size
+        of the parsed document however large it is, and each batch is still one scan."""
         root = [document]  # a holder, so a top-level string can be replaced like any other
-        _collect(root, 0, document, (), 0, 0, collected)
+        batch = _Collected()
+        for parent, key, path in _units(root):
+            _collect(parent, key, parent[key], path, 0, 0, batch)
+            if len(batch.slots) + len(batch.probes) >= BATCH_STRINGS:
+                self._finish(batch, report)
+                batch = _Collected()
+        self._finish(batch, report)
+        return root[0]
+
+    def _finish(self, collected: _Collected, report: MaskReport) -> None:
+        self._open_probed(collected)
         findings = self.scanner.scan([raw[2] for raw in collected.slots])
         if self._keyed is not None:
             findings.extend(_keyed_secrets(collected.slots, self._keyed))
         if not findings:
-            return document
+            return
         by_slot: dict[int, list[Finding]] = {}
         for finding in findings:
             by_slot.setdefault(finding.text_index, []).append(finding)
@@ -109,7 +143,23 @@ class TextMasker:
                 )
                 if slot.owner:
                     collected.embedded[slot.owner - 1].changed = True
-        return root[0]
+
+    def _open_probed(self, collected: _Collected) -> None:
+        """Parse (and collect from) the JSON-looking strings in which a probe hit, level by
+        level: documents found inside those are probed in the next round."""
+        while collected.probes:
+            probes, collected.probes = collected.probes, []
+            texts: list[str] = []
+            owners: list[int] = []
+            for index, probe in enumerate(probes):
+                variants = _probe_texts(probe[2])
+                texts.extend(variants)
+                owners.extend([index] * len(variants))
+            hit = {owners[i] for i in self.scanner.probe(texts)}
+            del texts, owners
+            for index in sorted(hit):
+                parent, key, text, path, owner, depth = probes[index]
+                _add_string(parent, key, text, path, owner, depth, collected)
 
     def _apply(self, slot: _Slot, findings: list[Finding], report: MaskReport) -> tuple[str, bool]:
         pieces: list[str] = []
@@ -140,6 +190,31 @@ class TextMasker:
         return f"[REDACTED:{detector.label}]"
 
 
+def _units(root: list[Any]) -> Iterator[tuple[Any, Any, Path]]:
+    """(container, key, path) of the pieces masked one after another: the items of a list of
+    documents, each top-level key of an object (and the items of a list under it). A drop can
+    only remove a string, so items are split out only when they are all containers (their
+    indices then never shift)."""
+    document = root[0]
+    if type(document) is list and _all_containers(document):
+        for index in range(len(document)):
+            yield document, index, (index,)
+    elif type(document) is dict:
+        for key in list(document):  # a drop may remove a top-level string key meanwhile
+            value = document.get(key)
+            if type(value) is list and value and _all_containers(value):
+                for index in range(len(value)):
+                    yield value, index, (key, index)
+            elif key in document:
+                yield document, key, (key,)
+    else:
+        yield root, 0, ()
+
+
+def _all_containers(items: list[Any]) -> bool:
+    return all(type(item) is dict or type(item) is list for item in items)
+
+
 def _collect(
     parent: Any, key: Any, node: Any, path: Path, owner: int, depth: int, out: _Collected
 ) -> None:
@@ -150,7 +225,7 @@ def _collect(
     """
     if isinstance(node, str):
         _add_string(parent, key, node, path, owner, depth, out)
-    elif node:
+    elif node and (type(node) is dict or type(node) is list):
         _walk(node, path, owner, depth, out, out.slots.append)
 
 
@@ -172,7 +247,10 @@ def _walk(container: Any, path: Path, owner: int, depth: int, out: _Collected, a
                 or first == "["
                 or (first.isspace() and value.lstrip()[:1] in ("{", "["))
             ):
-                _add_string(container, k, value, (*path, k), owner, depth, out)
+                if depth >= MAX_JSON_DEPTH or (type(k) is str and is_secret_key_name(k)):
+                    _add_string(container, k, value, (*path, k), owner, depth, out)
+                else:
+                    out.probes.append((container, k, value, (*path, k), owner, depth))
             else:
                 append((container, k, value, path, owner, None, None))
         elif (kind is dict or kind is list) and value:
@@ -195,6 +273,19 @@ def _add_string(
             _collect([inner], 0, inner, (*path, "<json>"), len(out.embedded), depth + 1, out)
             return
     out.slots.append((parent, key, text, (), owner, path, None))
+
+
+def _probe_texts(raw: str) -> list[str]:
+    """What to probe for a JSON-looking string: its text and, if it has escapes, the text with
+    them undone (`\\uXXXX` included), where every value of the document appears as parsed."""
+    if "\\" not in raw:
+        return [raw]
+    return [raw, _ESCAPE.sub(_unescape, raw)]
+
+
+def _unescape(match: re.Match[str]) -> str:
+    code = match.group(1)
+    return chr(int(code[1:], 16)) if len(code) == 5 else _UNESCAPED[code]
 
 
 def _base64_text(value: str) -> str | None:
