@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - exercised by forcing the fallback in t
     hyperscan = None
 
 SEPARATOR = "\x00"
-CHUNK = 1 << 20
+CHUNK = 1 << 18
 
 
 @dataclass(frozen=True, slots=True)

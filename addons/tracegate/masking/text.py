@@ -36,7 +36,7 @@ MAX_JSON_DEPTH = 3
 # The shortest value any detector reports ("a@b.io", "1.1.1.1", a 6-character password).
 MIN_TEXT = 6
 # Strings collected before a batch is scanned and applied (bounds the bookkeeping in memory).
-BATCH_STRINGS = 4096
+BATCH_STRINGS = 256
 GROUP_PRIORITY = {"secrets": 0, "pii": 1}
 # Anything `is_secret_key_name` accepts contains one of these: an embedded document holding
 # such a key must be parsed, since its value is judged by the key, not by an anchor.
