@@ -23,7 +23,11 @@ from pydantic import (
     model_validator,
 )
 
+from tracegate.stores.dynamodb import DYNAMODB_READ_OPERATIONS
 from tracegate.stores.s3 import S3_READ_OPERATIONS
+
+READ_OPERATIONS = {"s3": S3_READ_OPERATIONS, "dynamodb": DYNAMODB_READ_OPERATIONS}
+ALL_READ_OPERATIONS = S3_READ_OPERATIONS | DYNAMODB_READ_OPERATIONS
 
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
@@ -177,9 +181,28 @@ class UpstreamConfig(Strict):
     @field_validator("endpoint")
     @classmethod
     def _http_url(cls, endpoint: str) -> str:
-        if not re.match(r"^https?://[^/]+$", endpoint.rstrip("/")):
-            raise ValueError("must be http(s)://host[:port] with no path")
-        return endpoint.rstrip("/")
+        return _check_endpoint(endpoint)
+
+
+class DynamoUpstreamConfig(Strict):
+    """A DynamoDB (or compatible) endpoint; requests are re-signed for service `dynamodb`."""
+
+    kind: Literal["dynamodb"]
+    endpoint: str
+    region: str = "us-east-1"
+    credentials: CredentialsConfig = CredentialsConfig()
+    verify_tls: bool = True
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, endpoint: str) -> str:
+        return _check_endpoint(endpoint)
+
+
+def _check_endpoint(endpoint: str) -> str:
+    if not re.match(r"^https?://[^/]+$", endpoint.rstrip("/")):
+        raise ValueError("must be http(s)://host[:port] with no path")
+    return endpoint.rstrip("/")
 
 
 class LimitsConfig(Strict):
@@ -325,7 +348,7 @@ class ApprovalWhen(Strict):
     @field_validator("operations")
     @classmethod
     def _known_operations(cls, operations: list[str]) -> list[str]:
-        unknown = [op for op in operations if op not in S3_READ_OPERATIONS]
+        unknown = [op for op in operations if op not in ALL_READ_OPERATIONS]
         if unknown:
             raise ValueError(f"unknown or non-read operation(s) {', '.join(unknown)}")
         return operations
@@ -413,9 +436,20 @@ class ApprovalsConfig(Strict):
     ui_resume: Literal["approve", "refuse"] = "approve"
 
 
+class PartitionScope(Strict):
+    """Row-level scope for DynamoDB: `attribute` must equal the token's `claim`."""
+
+    attribute: str
+    claim: str
+
+
 class ScopeConfig(Strict):
     operations: list[str] = Field(min_length=1)
-    prefixes: list[str] = Field(min_length=1)
+    # S3: key prefixes. DynamoDB: `tables`, optional `partition` and `max_limit`.
+    prefixes: list[str] = []
+    tables: list[str] = []
+    partition: PartitionScope | None = None
+    max_limit: int | None = Field(None, ge=1)
     fields: FieldPolicy = FieldPolicy()
     masks: list[MaskRule] = []
     detectors: DetectorPolicy = DetectorPolicy()
@@ -425,11 +459,11 @@ class ScopeConfig(Strict):
     @field_validator("operations")
     @classmethod
     def _known_operations(cls, operations: list[str]) -> list[str]:
-        unknown = [op for op in operations if op not in S3_READ_OPERATIONS]
+        unknown = [op for op in operations if op not in ALL_READ_OPERATIONS]
         if unknown:
             raise ValueError(
                 f"unknown or non-read operation(s) {', '.join(unknown)}; allowed: "
-                + ", ".join(sorted(S3_READ_OPERATIONS))
+                + ", ".join(sorted(ALL_READ_OPERATIONS))
             )
         return operations
 
@@ -486,7 +520,7 @@ class GatewayConfig(Strict):
     version: Literal[1] = 1
     listen: ListenConfig = ListenConfig()
     identity: IdentityConfig
-    upstream: Annotated[UpstreamConfig, Field(discriminator="kind")]
+    upstream: Annotated[UpstreamConfig | DynamoUpstreamConfig, Field(discriminator="kind")]
     limits: LimitsConfig = LimitsConfig()
     masking: MaskingConfig = MaskingConfig()
     audit: AuditConfig = AuditConfig()
@@ -505,6 +539,9 @@ class GatewayConfig(Strict):
                         f"roles.{role_name}.scopes.{purpose}: purpose {purpose!r} is not "
                         "declared under purposes"
                     )
+                _check_scope_for_store(
+                    self.upstream.kind, f"roles.{role_name}.scopes.{purpose}", scope
+                )
                 for i, rule in enumerate(scope.approvals):
                     for approver in rule.approvers.roles:
                         if approver not in self.roles:
@@ -518,6 +555,33 @@ class GatewayConfig(Strict):
         """A content hash of the effective config: audit rows name the policy they ran under."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _check_scope_for_store(kind: str, where: str, scope: ScopeConfig) -> None:
+    """Scopes name what their store has: prefixes for S3, tables for DynamoDB."""
+    wrong = [op for op in scope.operations if op not in READ_OPERATIONS[kind]]
+    if wrong:
+        raise ValueError(
+            f"{where}.operations: {', '.join(wrong)} is not a {kind} read (allowed: "
+            + ", ".join(sorted(READ_OPERATIONS[kind]))
+            + ")"
+        )
+    for i, rule in enumerate(scope.approvals):
+        wrong = [op for op in rule.when.operations if op not in READ_OPERATIONS[kind]]
+        if wrong:
+            raise ValueError(
+                f"{where}.approvals[{i}].when.operations: {', '.join(wrong)} is not a {kind} read"
+            )
+    if kind == "s3":
+        if not scope.prefixes:
+            raise ValueError(f"{where}.prefixes: list the key prefixes this scope may read")
+        extra = [n for n in ("tables", "partition", "max_limit") if getattr(scope, n)]
+    else:
+        if not scope.tables:
+            raise ValueError(f"{where}.tables: list the tables this scope may read")
+        extra = ["prefixes"] if scope.prefixes else []
+    if extra:
+        raise ValueError(f"{where}.{extra[0]}: not a setting for a {kind} store")
 
 
 def _check_prefixes(prefixes: list[str]) -> list[str]:
@@ -541,7 +605,7 @@ def _check_jsonpath(path: str) -> str:
 
 
 # Tagged unions put the tag into error locations; the operator never wrote it as a key.
-_UNION_TAGS = {"upstream": {"s3"}}
+_UNION_TAGS = {"upstream": {"s3", "dynamodb"}}
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

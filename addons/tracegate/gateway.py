@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -31,7 +32,7 @@ from tracegate.identity.principal import Principal
 from tracegate.identity.saml import SamlValidator
 from tracegate.masking import BodyError, Masker, MaskReport
 from tracegate.policy import Grant, decide, outside_scope, roles_of
-from tracegate.stores import s3
+from tracegate.stores import dynamodb, s3
 from tracegate.stores.credentials import load_credentials
 from tracegate.stores.sigv4 import UpstreamSigner
 
@@ -51,6 +52,7 @@ class IncomingRequest:
     absolute_form: bool = False
     client: str = ""
     connection_id: str = ""  # one client connection: the audit's session
+    body: bytes = b""  # only stores with request bodies (DynamoDB) look at it
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -70,6 +72,7 @@ class UpstreamRequest:
     port: int
     path: str  # with the query string
     headers: dict[str, str]
+    body: bytes = b""
 
 
 @dataclass
@@ -94,7 +97,9 @@ class Exchange:
     principal: Principal | None = None
     roles: list[str] = field(default_factory=list)
     grant: Grant | None = None
-    access: s3.Access | None = None
+    access: s3.Access | dynamodb.DynamoAccess | None = None
+    upstream_body: bytes = b""  # DynamoDB: the request as scoped for the store
+    partition_value: Any = None  # DynamoDB: the typed value rows must have
     report: MaskReport = field(default_factory=MaskReport)
     range_header: str | None = None
     if_match: str | None = None
@@ -211,7 +216,7 @@ class Gateway:
     def from_config(cls, config: GatewayConfig) -> Gateway:
         """Build from a config, reading secrets from the environment; ConfigError if missing."""
         credentials = load_credentials(config.upstream.credentials)
-        signer = UpstreamSigner(credentials, config.upstream.region)
+        signer = UpstreamSigner(credentials, config.upstream.region, config.upstream.kind)
         env = config.masking.hash_key_env
         hash_key = os.environ.get(env, "").encode() or None
         needs_hash = any(
@@ -248,9 +253,14 @@ class Gateway:
             exchange.token_digest = hashlib.sha256(token.encode()).hexdigest()
             exchange.principal = await self.validator.validate(token)
         exchange.roles = roles_of(exchange.principal, self.config)
-        exchange.access = s3.parse_request(
-            request.method, request.path, request.query, self.config.upstream.bucket
-        )
+        if self.config.upstream.kind == "dynamodb":
+            exchange.access = dynamodb.parse_request(
+                request.method, request.path, request.header("x-amz-target"), request.body
+            )
+        else:
+            exchange.access = s3.parse_request(
+                request.method, request.path, request.query, self.config.upstream.bucket
+            )
         decision = decide(
             exchange.principal,
             self.config,
@@ -268,10 +278,26 @@ class Gateway:
             exchange.grant = decision.grant.widened()
         exchange.approval_need, exchange.response_rules = need, later
         exchange.decision, exchange.reason = "allow", decision.reason
+        if isinstance(exchange.access, dynamodb.DynamoAccess):
+            scoped = dynamodb.scope_request(exchange.access, scope, exchange.principal)
+            exchange.upstream_body = dynamodb.dumps(scoped.body)
+            exchange.partition_value = scoped.partition_value
+            if scoped.notes:
+                exchange.reason += "; " + "; ".join(scoped.notes)
 
     def upstream_request(self, exchange: Exchange) -> UpstreamRequest:
         access = exchange.access
         assert access is not None
+        if isinstance(access, dynamodb.DynamoAccess):
+            headers = {
+                "host": self._netloc,
+                "content-type": dynamodb.CONTENT_TYPE,
+                "x-amz-target": dynamodb.TARGET_PREFIX + access.operation,
+                "accept-encoding": "identity",
+            }
+            body = exchange.upstream_body
+            signed = self.signer.sign("POST", f"{self._scheme}://{self._netloc}/", headers, body)
+            return UpstreamRequest("POST", self._scheme, self._host, self._port, "/", signed, body)
         request = exchange.request
         method = request.method.upper()
         query: list[tuple[str, str]] = []
@@ -320,6 +346,8 @@ class Gateway:
         }
         if exchange.approval is not None:
             base["x-tracegate-approval"] = str(exchange.approval["id"])
+        if isinstance(access, dynamodb.DynamoAccess):
+            return self._dynamodb(exchange, status, body, base)
         if status >= 300:
             return self._store_error(status, lower, body, base)
         if access.operation in s3.LIST_OPERATIONS:
@@ -365,6 +393,45 @@ class Gateway:
         changes["accept-ranges"] = "bytes"
         return ClientResponse(200, masked, changes, head=head)
 
+    def _dynamodb(
+        self, exchange: Exchange, status: int, body: bytes, base: dict[str, str | None]
+    ) -> ClientResponse:
+        """Items outside the row scope are removed; the rest masked as plain JSON, re-typed."""
+        access, grant = exchange.access, exchange.grant
+        assert isinstance(access, dynamodb.DynamoAccess) and grant is not None
+        headers = {**base, "content-type": dynamodb.CONTENT_TYPE}
+        if status >= 300:
+            try:
+                error = json.loads(body)
+            except ValueError:
+                error = None
+            if not isinstance(error, dict) or "__type" not in error:
+                raise gateway_failure(f"the store answered {status} with an unexpected body")
+            return ClientResponse(status, body, {**headers, "x-amz-crc32": dynamodb.crc32(body)})
+        try:
+            response = json.loads(body, parse_float=Decimal, parse_int=Decimal)
+        except ValueError:
+            raise gateway_failure("the store's answer is not JSON") from None
+        masker = self._maskers[(grant.role, grant.purpose)]
+        partition = grant.scope.partition
+        try:
+            for table, items in dynamodb.items_of(access.operation, response):
+                kept = []
+                for item in items:
+                    if partition and item.get(partition.attribute) != exchange.partition_value:
+                        exchange.report.listing_removed += 1
+                        continue
+                    plain = dynamodb.item_to_plain(item)
+                    masked = masker.mask_document(plain, exchange.report)
+                    exchange.report.documents += 1
+                    kept.append(dynamodb.item_to_typed(masked, item))
+                dynamodb.replace_items(access.operation, response, table, kept)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise Denial(502, "UnmaskableContent", f"cannot mask the items: {exc}") from None
+        out = dynamodb.dumps(response)
+        headers["x-amz-crc32"] = dynamodb.crc32(out)
+        return ClientResponse(status, out, headers)
+
     def _store_error(
         self, status: int, headers: dict[str, str], body: bytes, base: dict[str, str | None]
     ) -> ClientResponse:
@@ -391,7 +458,11 @@ class Gateway:
             "x-tracegate-flow": exchange.flow_id,
             "cache-control": "no-store",
         }
-        if request.from_aws_sdk:
+        if self.config.upstream.kind == "dynamodb":
+            body = dynamodb.error_body(denial)
+            headers["content-type"] = dynamodb.CONTENT_TYPE
+            headers["x-amz-crc32"] = dynamodb.crc32(body)
+        elif request.from_aws_sdk:
             body = s3.error_body(denial, resource, exchange.flow_id)
             headers["content-type"] = "application/xml"
         else:

@@ -12,6 +12,7 @@ from tracegate.approvals.rules import beyond_scope
 from tracegate.config import GatewayConfig, ScopeConfig
 from tracegate.denial import Denial, forbidden
 from tracegate.identity.principal import Principal
+from tracegate.stores.dynamodb import DynamoAccess
 from tracegate.stores.s3 import Access, key_in_scope, prefix_overlaps
 
 
@@ -78,7 +79,7 @@ def choose_role(
 def decide(
     principal: Principal,
     config: GatewayConfig,
-    access: Access,
+    access: Access | DynamoAccess,
     purpose: str | None = None,
     role: str | None = None,
     roles: list[str] | None = None,
@@ -113,7 +114,15 @@ def outside_scope(access: Access, scope: ScopeConfig, role: str) -> Denial:
     return _outside(target, scope, role)
 
 
-def _check_resource(access: Access, scope: ScopeConfig, role: str) -> None:
+def _check_resource(access: Access | DynamoAccess, scope: ScopeConfig, role: str) -> None:
+    if isinstance(access, DynamoAccess):
+        outside = [t for t in access.tables if t not in scope.tables]
+        if outside:
+            raise forbidden(
+                f"table(s) {', '.join(outside)} outside the scope of role {role!r} (allowed: "
+                f"{', '.join(scope.tables)})"
+            )
+        return
     if access.key is not None and not key_in_scope(access.key, scope.prefixes):
         raise _outside(f"key {access.key!r}", scope, role)
     if access.prefix is not None and not prefix_overlaps(access.prefix, scope.prefixes):

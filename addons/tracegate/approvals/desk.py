@@ -47,7 +47,9 @@ class ApprovalDesk:
         principal, grant, access = exchange.principal, exchange.grant, exchange.access
         assert principal is not None and grant is not None and access is not None
         request = exchange.request
-        key = request_key(request.method, request.path, request.query, grant.role, grant.purpose)
+        key = request_key(
+            request.method, request.path, request.query, grant.role, grant.purpose, request.body
+        )
         granted = await self.store.grant_for(principal.subject, principal.issuer, key)
         if granted is not None:
             await self.store.grant_used(granted, exchange.flow_id)

@@ -21,11 +21,24 @@ FINAL = frozenset({APPROVED, DENIED, EXPIRED, CANCELLED})
 
 
 def request_key(
-    method: str, path: str, query: Sequence[tuple[str, str]], role: str, purpose: str
+    method: str,
+    path: str,
+    query: Sequence[tuple[str, str]],
+    role: str,
+    purpose: str,
+    body: bytes = b"",
 ) -> str:
-    """What a grant lets the requester repeat: the same method, path, query, role and purpose."""
+    """What a grant lets the requester repeat: the same method, path, query, role and purpose
+    (and body: a DynamoDB request is all in its body)."""
     canonical = json.dumps(
-        [method.upper(), path, sorted([list(p) for p in query]), role, purpose],
+        [
+            method.upper(),
+            path,
+            sorted([list(p) for p in query]),
+            role,
+            purpose,
+            hashlib.sha256(body).hexdigest(),
+        ],
         separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -16,26 +16,33 @@ from tracegate.demo.issuer import TokenIssuer
 from tracegate.demo.store import LocalS3
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "rules" / "example.yaml"
+DYNAMODB_EXAMPLE = EXAMPLE.with_name("dynamodb.yaml")
 
 
 def write_config(
-    path: Path, store: LocalS3, issuer: TokenIssuer, audit: Path, **overrides: Any
+    path: Path,
+    store: LocalS3,
+    issuer: TokenIssuer,
+    audit: Path,
+    template: Path = EXAMPLE,
+    **overrides: Any,
 ) -> Path:
-    """Write the example config for this store, issuer and audit file; listeners on free ports
-    unless overridden (e.g. `**{"listen.port": 8080}`)."""
-    config = yaml.safe_load(EXAMPLE.read_text())
+    """Write the example config (or `template`, e.g. rules/dynamodb.yaml) for this store, issuer
+    and audit file; listeners on free ports unless overridden (`**{"listen.port": 8080}`)."""
+    config = yaml.safe_load(template.read_text())
     config["identity"]["providers"][0].update(issuer=issuer.issuer, jwks_uri=issuer.jwks_uri)
     config["upstream"]["endpoint"] = store.endpoint
-    config["upstream"]["bucket"] = store.bucket
+    if "bucket" in config["upstream"]:
+        config["upstream"]["bucket"] = store.bucket
     config["audit"]["path"] = str(audit)
     config["listen"]["port"] = 0
     config.setdefault("admin", {})["port"] = 0
     for dotted, value in overrides.items():
         node = config
         *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        for part in parents:  # numbers index lists: "roles.r.scopes.p.approvals.0.x"
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        node[int(leaf) if isinstance(node, list) else leaf] = value
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 

@@ -32,7 +32,7 @@ GATEWAY_POLICY = {
 }
 SEEDER_POLICY = {
     "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": "*"}],
+    "Statement": [{"Effect": "Allow", "Action": ["s3:*", "dynamodb:*"], "Resource": "*"}],
 }
 
 
@@ -91,9 +91,11 @@ class LocalS3:
         else:
             raise RuntimeError("moto_server did not start within 30 s")
         self.seeder_keys = self._user("tracegate-seeder", SEEDER_POLICY)
-        policy = json.loads(json.dumps(GATEWAY_POLICY).replace("{bucket}", self.bucket))
-        self.gateway_keys = self._user("tracegate-gateway", policy)
+        self.gateway_keys = self._user("tracegate-gateway", self.gateway_policy())
         return self
+
+    def gateway_policy(self) -> dict:
+        return json.loads(json.dumps(GATEWAY_POLICY).replace("{bucket}", self.bucket))
 
     def _user(self, name: str, policy: dict) -> Keys:
         # These three calls are within moto's unauthenticated allowance.
@@ -146,3 +148,51 @@ class LocalS3:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+DYNAMODB_READS = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan"]
+
+
+@dataclass
+class LocalDynamo(LocalS3):
+    """The same moto server, used as DynamoDB: the gateway's user may only read `table`."""
+
+    table: str = "traces"
+
+    def gateway_policy(self) -> dict:
+        # moto matches only the actions of JSON-protocol services (their resource is "*");
+        # against AWS, name the table: arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE.
+        return {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": DYNAMODB_READS, "Resource": "*"}],
+        }
+
+    def client(self, keys: Keys | None = None):
+        keys = keys or self.seeder_keys
+        assert keys is not None
+        return boto3.client(
+            "dynamodb",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=keys.access_key_id,
+            aws_secret_access_key=keys.secret_access_key,
+            config=Config(retries={"max_attempts": 1}),
+        )
+
+    def seed(self, items: list[dict[str, Any]]) -> None:  # type: ignore[override]
+        """Create the table (partition `tenant_id`, sort `trace_id`) and put typed items."""
+        db = self.client()
+        db.create_table(
+            TableName=self.table,
+            KeySchema=[
+                {"AttributeName": "tenant_id", "KeyType": "HASH"},
+                {"AttributeName": "trace_id", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "tenant_id", "AttributeType": "S"},
+                {"AttributeName": "trace_id", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        for item in items:
+            db.put_item(TableName=self.table, Item=item)

@@ -111,3 +111,43 @@ def sample_objects() -> dict[str, tuple[bytes, str]]:
     )
     objects["traces/team-a/raw/screenshot.png"] = (b"\x89PNG\r\n\x1a\nnot-a-trace", "image/png")
     return objects
+
+
+DYNAMO_SECRET = "AKIAQ3EGRTYUIOPL7KWM"
+
+
+def dynamodb_items(per_tenant: int = 25) -> list[dict[str, Any]]:
+    """Typed DynamoDB items for two tenants: every attribute type, nested maps and lists, and
+    personal data and a secret inside the text."""
+    items = []
+    for tenant in ("acme", "globex"):
+        for n in range(per_tenant):
+            email = f"user{n}@{tenant}.example.org"
+            items.append(
+                {
+                    "tenant_id": {"S": tenant},
+                    "trace_id": {"S": f"tr-{n:04d}"},
+                    "created_at": {"S": f"2026-11-{1 + n % 28:02d}T10:00:00Z"},
+                    "model": {"S": "claude-sonnet-4"},
+                    "latency_ms": {"N": str(800 + n)},
+                    "cost_usd": {"N": "0.0125"},
+                    "flagged": {"BOOL": n % 2 == 0},
+                    "note": {"NULL": True},
+                    "tags": {"SS": ["support", tenant]},
+                    "scores": {"NS": ["0.5", "1"]},
+                    "blob": {"B": b"raw bytes"},  # boto3 base64-encodes it
+                    "user": {"M": {"id": {"S": f"u-{n}"}, "email": {"S": email}}},
+                    "messages": {
+                        "L": [
+                            {"M": {"role": {"S": "user"}, "content": {"S": f"Mail me at {email}"}}},
+                            {
+                                "M": {
+                                    "role": {"S": "tool"},
+                                    "content": {"S": f"found key {DYNAMO_SECRET} in config"},
+                                }
+                            },
+                        ]
+                    },
+                }
+            )
+    return items

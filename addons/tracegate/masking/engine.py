@@ -117,7 +117,7 @@ class Masker:
         return document
 
     def _masked_value(self, value: Any, rule: MaskRule) -> Any:
-        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
         if rule.action == "redact":
             return f"[REDACTED:{rule.id}]"
         if rule.action == "hash":

@@ -26,6 +26,7 @@ def incoming(flow: http.HTTPFlow) -> IncomingRequest:
         absolute_form=absolute,
         client=f"{flow.client_conn.peername[0]}" if flow.client_conn.peername else "",
         connection_id=flow.client_conn.id,
+        body=request.raw_content or b"",
     )
 
 
@@ -69,7 +70,8 @@ def send_upstream(flow: http.HTTPFlow, upstream: UpstreamRequest) -> None:
     request.headers.clear()
     for name, value in upstream.headers.items():
         request.headers[name] = value
-    request.content = b""
+    request.raw_content = upstream.body
+    request.headers["content-length"] = str(len(upstream.body))
 
 
 def apply(flow: http.HTTPFlow, answer: ClientResponse) -> http.Response:
