@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) scripts/demo.py $(if $(WEB),--web,)
+	$(PY) scripts/demo.py $(if $(WEB),--web,) $(if $(STORE),--store $(STORE),)
 
 test: $(STAMP)
 	sh scripts/ensure-chromium.sh

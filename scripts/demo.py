@@ -6,6 +6,7 @@ those same commands once to check them, and stops everything on Ctrl-C.
     python scripts/demo.py            # mitmdump-style gateway
     python scripts/demo.py --web      # mitmweb UI as well
     python scripts/demo.py --check    # start, verify the printed commands, stop (used by tests)
+    python scripts/demo.py --store dynamodb   # a local DynamoDB table instead of S3
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "addons"))
 
 from tracegate.demo.issuer import TokenIssuer  # noqa: E402
-from tracegate.demo.setup import gateway_env, write_config  # noqa: E402
-from tracegate.demo.store import LocalS3, free_port  # noqa: E402
-from tracegate.demo.traces import sample_objects  # noqa: E402
+from tracegate.demo.setup import DYNAMODB_EXAMPLE, EXAMPLE, gateway_env, write_config  # noqa: E402
+from tracegate.demo.store import LocalDynamo, LocalS3, free_port  # noqa: E402
+from tracegate.demo.traces import dynamodb_items, sample_objects  # noqa: E402
 
 RUN_DIR = REPO / "demo-run"
 LISTENING = re.compile(r"listening at [\d.]+:(\d+)")
@@ -63,6 +64,78 @@ print(s3.get_object(Bucket="traces", Key="traces/team-a/tr-a001.json")["Body"].r
 for obj in s3.list_objects_v2(Bucket="traces", Prefix="traces/").get("Contents", []):
     print(obj["Key"])
 '''
+
+
+DYNAMODB_BOTO3 = '''"""boto3 against DynamoDB through tracegate (`make demo STORE=dynamodb`)."""
+import boto3
+
+TOKEN = "{token}"
+db = boto3.client(
+    "dynamodb",
+    endpoint_url="{url}",
+    region_name="us-east-1",
+    aws_access_key_id="not-the-store-credentials",
+    aws_secret_access_key="not-the-store-credentials",
+)
+# boto3 signs the Authorization header itself, so the identity token rides in its own header.
+db.meta.events.register(
+    "before-sign.dynamodb",
+    lambda request, **_: request.headers.__setitem__("X-Tracegate-Token", TOKEN),
+)
+page = db.query(
+    TableName="traces",
+    KeyConditionExpression="tenant_id = :t",
+    ExpressionAttributeValues={{":t": {{"S": "acme"}}}},
+)
+for item in page["Items"][:2]:
+    print(item["trace_id"]["S"], item["messages"]["L"][1]["M"]["content"]["S"])
+print("more pages:", "LastEvaluatedKey" in page)
+'''
+
+
+def dynamodb_commands(url: str) -> list[tuple[str, str, int]]:
+    """(description, shell command, expected HTTP status) for the DynamoDB demo."""
+
+    def call(token: str, operation: str, body: str) -> str:
+        return (
+            f'curl -s -H "X-Tracegate-Token: ${token}" '
+            f'-H "X-Amz-Target: DynamoDB_20120810.{operation}" '
+            f"-H 'Content-Type: application/x-amz-json-1.0' -d '{body}' {url}/"
+        )
+
+    def query(tenant: str) -> str:
+        return (
+            '{"TableName": "traces", "KeyConditionExpression": "tenant_id = :t", '
+            f'"ExpressionAttributeValues": {{":t": {{"S": "{tenant}"}}}}}}'
+        )
+
+    return [
+        (
+            "support (tenant acme): query its tenant, masked",
+            call("SUPPORT_TOKEN", "Query", query("acme")),
+            200,
+        ),
+        (
+            "analyst (tenant acme): the same items, metadata only",
+            call("ANALYST_TOKEN", "Query", query("acme")),
+            200,
+        ),
+        (
+            "support: another tenant (refused, with the reason)",
+            call("SUPPORT_TOKEN", "Query", query("globex")),
+            403,
+        ),
+        (
+            "support: a write (refused)",
+            call("SUPPORT_TOKEN", "PutItem", '{"TableName": "traces"}'),
+            403,
+        ),
+        (
+            "no token (refused)",
+            f"curl -s -H 'X-Amz-Target: DynamoDB_20120810.Query' -d '{query('acme')}' {url}/",
+            401,
+        ),
+    ]
 
 
 def commands(url: str) -> list[tuple[str, str, int]]:
@@ -109,6 +182,13 @@ def approval_walkthrough(url: str, admin: str) -> list[str]:
         cli.format("list"),
         cli.format("approve APPROVAL_ID --comment 'INC-1 confirmed'"),
     ]
+
+
+def print_walkthrough(ask: str, listing: str, approve: str) -> None:
+    print("# just-in-time approval: the request waits (up to 5 minutes) for a security lead")
+    print(f"{ask} &")
+    print("# ... who lists and approves it (or Resumes it in mitmweb: make demo WEB=1)")
+    print(f"{listing}\n{approve}\n")
 
 
 def check_approval(url: str, admin: str, env: dict[str, str]) -> bool:
@@ -175,7 +255,7 @@ def token_env(tokens: dict[str, str]) -> dict[str, str]:
     return dict(os.environ, **{f"{role.upper()}_TOKEN": token for role, token in tokens.items()})
 
 
-def check(cmds: list[tuple[str, str, int]], tokens: dict[str, str]) -> bool:
+def check(cmds: list[tuple[str, str, int]], tokens: dict[str, str], marker: str) -> bool:
     """Run the printed commands exactly as printed (through bash) and check their status."""
     env = token_env(tokens)
     ok = True
@@ -192,7 +272,7 @@ def check(cmds: list[tuple[str, str, int]], tokens: dict[str, str]) -> bool:
         print(f"  [{mark}] {description}: HTTP {status}")
     example = RUN_DIR / "boto3_example.py"
     result = subprocess.run([sys.executable, str(example)], capture_output=True, text=True)
-    boto_ok = result.returncode == 0 and "[REDACTED:api-key]" in result.stdout
+    boto_ok = result.returncode == 0 and marker in result.stdout
     print(f"  [{'ok ' if boto_ok else 'FAIL'}] boto3 example ({example.relative_to(REPO)})")
     if not boto_ok:
         print(result.stderr[-2000:])
@@ -203,23 +283,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="run the tracegate demo")
     parser.add_argument("--web", action="store_true", help="also start the mitmweb UI")
     parser.add_argument("--check", action="store_true", help="verify the commands, then stop")
+    parser.add_argument("--store", choices=["s3", "dynamodb"], default="s3")
     args = parser.parse_args()
     RUN_DIR.mkdir(exist_ok=True)
     for stale in RUN_DIR.glob("audit.sqlite3*"):  # each demo starts a fresh audit trail
         stale.unlink()
-    store = LocalS3(port=port_or_free(9000))
+    dynamo = args.store == "dynamodb"
+    store = (LocalDynamo if dynamo else LocalS3)(port=port_or_free(9000))
     issuer = TokenIssuer()
     gateway: subprocess.Popen | None = None
     try:
-        print("demo: starting a local S3 (moto server, signature checks on)...")
+        kind = "DynamoDB" if dynamo else "S3"
+        print(f"demo: starting a local {kind} (moto server, signature checks on)...")
         store.start(log=RUN_DIR / "moto.log")
-        store.seed(sample_objects())
+        store.seed(dynamodb_items() if dynamo else sample_objects())
         issuer.serve(port=port_or_free(8900))
         config = write_config(
             RUN_DIR / "config.yaml",
             store,
             issuer,
             RUN_DIR / "audit.sqlite3",
+            template=DYNAMODB_EXAMPLE if dynamo else EXAMPLE,
             **{"listen.port": port_or_free(8080), "admin.port": port_or_free(8090)},
         )
         env = gateway_env(store, secrets.token_hex(16))
@@ -237,12 +321,22 @@ def main() -> int:
         url = f"http://127.0.0.1:{wait_for_port(log, gateway)}"
         admin = f"http://127.0.0.1:{config_admin_port(config)}"
         tokens = {
-            "support": issuer.token("alice@example.com", ["support-engineers"], ttl=86400),
-            "analyst": issuer.token("bob@example.com", ["data-analysts"], ttl=86400),
-            "security": issuer.token("sec@example.com", ["security-leads"], ttl=86400),
+            "support": issuer.token(
+                "alice@example.com", ["support-engineers"], ttl=86400, tenant="acme"
+            ),
+            "analyst": issuer.token("bob@example.com", ["data-analysts"], ttl=86400, tenant="acme"),
+            "security": issuer.token(
+                "sec@example.com", ["security-leads"], ttl=86400, tenant="acme"
+            ),
         }
-        (RUN_DIR / "boto3_example.py").write_text(boto3_example(url, tokens["support"]))
-        cmds = commands(url)
+        example = (
+            DYNAMODB_BOTO3.format(url=url, token=tokens["support"])
+            if dynamo
+            else boto3_example(url, tokens["support"])
+        )
+        (RUN_DIR / "boto3_example.py").write_text(example)
+        cmds = dynamodb_commands(url) if dynamo else commands(url)
+        marker = "[REDACTED:AWS_ACCESS_KEY_ID]" if dynamo else "[REDACTED:api-key]"
         print(f"\ntracegate is listening at {url} (config: {config.relative_to(REPO)})")
         if args.web:
             print(f"mitmweb UI: {mitmweb_url(log, web_port)}")
@@ -253,10 +347,8 @@ def main() -> int:
         for description, command, _ in cmds:
             print(f"# {description}\n{command}\n")
         ask, listing, approve = approval_walkthrough(url, admin)
-        print("# just-in-time approval: the request waits (up to 5 minutes) for a security lead")
-        print(f"{ask} &")
-        print("# ... who lists and approves it (or Resumes it in mitmweb: make demo WEB=1)")
-        print(f"{listing}\n{approve}\n")
+        if not dynamo:
+            print_walkthrough(ask, listing, approve)
         print("# boto3 (the token goes in X-Tracegate-Token; see the file):")
         print(f".venv/bin/python {(RUN_DIR / 'boto3_example.py').relative_to(REPO)}\n")
         audit = (RUN_DIR / "audit.sqlite3").relative_to(REPO)
@@ -264,8 +356,9 @@ def main() -> int:
         print(f"# who read what:\nsqlite3 {audit} '{query}'\n")
         print(f"gateway log: {log.relative_to(REPO)}\n")
         print("checking the commands above:")
-        ok = check(cmds, tokens)
-        ok &= check_approval(url, admin, token_env(tokens))
+        ok = check(cmds, tokens, marker)
+        if not dynamo:
+            ok &= check_approval(url, admin, token_env(tokens))
         if args.check:
             return 0 if ok else 1
         print("\ndemo running; press Ctrl-C to stop everything.")
@@ -274,7 +367,6 @@ def main() -> int:
             time.sleep(1)
         print("demo: the gateway exited; see the log above")
         return 1
-        return 0
     except KeyboardInterrupt:
         return 0
     finally:

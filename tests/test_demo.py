@@ -17,3 +17,15 @@ def test_demo_starts_and_every_printed_command_works():
     assert "incident request held, approved, served: HTTP 200" in result.stdout
     assert "export SUPPORT_TOKEN=" in result.stdout
     assert "demo: stopping" in result.stdout
+
+
+def test_the_dynamodb_demo_starts_and_every_printed_command_works():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "demo.py"), "--store", "dynamodb", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("[ok ]") == 6 and "[FAIL]" not in result.stdout
+    assert "X-Amz-Target: DynamoDB_20120810.Query" in result.stdout
