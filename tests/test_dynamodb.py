@@ -291,3 +291,8 @@ def test_no_token_is_a_dynamodb_shaped_401(gateway):
         client(gateway, None).query(**acme_query())
     assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 401
     assert "identity token" in denied(excinfo)[1]
+
+
+def test_readiness_probes_the_tables_with_the_gateways_credentials(gateway):
+    ready = httpx.get(gateway.admin_url + "/readyz", timeout=10).json()
+    assert ready["checks"]["store"] == {"ok": True, "detail": "table(s) traces reachable"}
