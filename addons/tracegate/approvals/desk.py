@@ -11,7 +11,6 @@ import time
 from typing import TYPE_CHECKING
 
 from tracegate.approvals.model import (
-    APPROVED,
     CANCELLED,
     DENIED,
     EXPIRED,
@@ -132,9 +131,6 @@ class ApprovalDesk:
             f"{self.link(approval.id)}"
         )
 
-    def status(self, approval: Approval) -> str:
-        return self.store.status(approval.id) or approval.status
-
     async def resumed_in_ui(self, approval: Approval, ui_resume: str) -> Approval:
         """An operator resumed the held flow in mitmweb or the console."""
         if ui_resume == "refuse":
@@ -210,6 +206,3 @@ class ApprovalDesk:
             f"approval {approval.id} was {approval.status}",
             details=details,
         )
-
-    def approved(self, approval: Approval) -> bool:
-        return self.status(approval) == APPROVED

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -114,10 +113,6 @@ class Approval:
 
     def request_summary_line(self) -> str:
         return f"{self.operation} {self.resource}"
-
-    def grant_valid(self, now: float | None = None) -> bool:
-        now = time.time() if now is None else now
-        return self.status == APPROVED and self.grant_until is not None and now < self.grant_until
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)

@@ -67,10 +67,6 @@ class Actor:
     groups: tuple[str, ...] = ()
     authenticated: bool = True
 
-    @property
-    def name(self) -> str:
-        return self.subject
-
 
 MITMWEB_OPERATOR = Actor("mitmweb-operator", "mitmweb", authenticated=False)
 

@@ -10,7 +10,6 @@ number or binary becomes a string, since it no longer is one).
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import zlib
@@ -240,14 +239,6 @@ def _number(value: Decimal | int | float) -> str:
 
 def item_to_typed(plain: dict[str, Any], original: dict[str, Any]) -> dict[str, Any]:
     return {name: to_typed(value, original.get(name)) for name, value in plain.items()}
-
-
-def validate_binary(value: str) -> bool:
-    try:
-        base64.b64decode(value, validate=True)
-    except ValueError:
-        return False
-    return True
 
 
 # -- responses ---------------------------------------------------------------------------
