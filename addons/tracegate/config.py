@@ -170,39 +170,31 @@ class CredentialsConfig(Strict):
         return self
 
 
-class UpstreamConfig(Strict):
-    kind: Literal["s3"]
+class _SignedStore(Strict):
+    """What every AWS-signed store has: where it is, its region, the gateway's own keys."""
+
     endpoint: str
     region: str = "us-east-1"
-    bucket: str
     credentials: CredentialsConfig = CredentialsConfig()
     verify_tls: bool = True
 
     @field_validator("endpoint")
     @classmethod
     def _http_url(cls, endpoint: str) -> str:
-        return _check_endpoint(endpoint)
+        if not re.match(r"^https?://[^/]+$", endpoint.rstrip("/")):
+            raise ValueError("must be http(s)://host[:port] with no path")
+        return endpoint.rstrip("/")
 
 
-class DynamoUpstreamConfig(Strict):
+class UpstreamConfig(_SignedStore):
+    kind: Literal["s3"]
+    bucket: str
+
+
+class DynamoUpstreamConfig(_SignedStore):
     """A DynamoDB (or compatible) endpoint; requests are re-signed for service `dynamodb`."""
 
     kind: Literal["dynamodb"]
-    endpoint: str
-    region: str = "us-east-1"
-    credentials: CredentialsConfig = CredentialsConfig()
-    verify_tls: bool = True
-
-    @field_validator("endpoint")
-    @classmethod
-    def _http_url(cls, endpoint: str) -> str:
-        return _check_endpoint(endpoint)
-
-
-def _check_endpoint(endpoint: str) -> str:
-    if not re.match(r"^https?://[^/]+$", endpoint.rstrip("/")):
-        raise ValueError("must be http(s)://host[:port] with no path")
-    return endpoint.rstrip("/")
 
 
 class LimitsConfig(Strict):
