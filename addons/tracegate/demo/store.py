@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 import httpx
@@ -52,6 +52,8 @@ class Keys:
 class LocalS3:
     """A moto server process on loopback; `start()`, then `seed()`, then `stop()`."""
 
+    service: ClassVar[str] = "s3"
+    client_options: ClassVar[dict[str, Any]] = {"s3": {"addressing_style": "path"}}
     bucket: str = "traces"
     region: str = "us-east-1"
     port: int = 0
@@ -112,15 +114,16 @@ class LocalS3:
         return Keys(key["AccessKeyId"], key["SecretAccessKey"])
 
     def client(self, keys: Keys | None = None):
+        """A boto3 client for this store's service, as the seeder (or with `keys`)."""
         keys = keys or self.seeder_keys
         assert keys is not None
         return boto3.client(
-            "s3",
+            self.service,
             endpoint_url=self.endpoint,
             region_name=self.region,
             aws_access_key_id=keys.access_key_id,
             aws_secret_access_key=keys.secret_access_key,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+            config=Config(retries={"max_attempts": 1}, **self.client_options),
         )
 
     def seed(self, objects: dict[str, tuple[bytes, str]]) -> None:
@@ -157,6 +160,8 @@ DYNAMODB_READS = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query",
 class LocalDynamo(LocalS3):
     """The same moto server, used as DynamoDB: the gateway's user may only read `table`."""
 
+    service: ClassVar[str] = "dynamodb"
+    client_options: ClassVar[dict[str, Any]] = {}
     table: str = "traces"
 
     def gateway_policy(self) -> dict:
@@ -166,18 +171,6 @@ class LocalDynamo(LocalS3):
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Action": DYNAMODB_READS, "Resource": "*"}],
         }
-
-    def client(self, keys: Keys | None = None):
-        keys = keys or self.seeder_keys
-        assert keys is not None
-        return boto3.client(
-            "dynamodb",
-            endpoint_url=self.endpoint,
-            region_name=self.region,
-            aws_access_key_id=keys.access_key_id,
-            aws_secret_access_key=keys.secret_access_key,
-            config=Config(retries={"max_attempts": 1}),
-        )
 
     def seed(self, items: list[dict[str, Any]]) -> None:  # type: ignore[override]
         """Create the table (partition `tenant_id`, sort `trace_id`) and put typed items."""
