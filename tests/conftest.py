@@ -93,18 +93,19 @@ def shared_gateway(
         gateway.stop()
 
 
-def s3_client(gateway_url: str, token: str | None, **headers: str):
+def aws_client(service: str, gateway_url: str, token: str | None, **headers: str):
     """A real boto3 client pointed at the gateway, sending the token in X-Tracegate-Token.
 
     This is the event hook the README documents for boto3 users.
     """
+    options = {"s3": {"addressing_style": "path"}} if service == "s3" else {}
     client = boto3.client(
-        "s3",
+        service,
         endpoint_url=gateway_url,
         region_name="us-east-1",
         aws_access_key_id="client-has-no-store-credentials",
         aws_secret_access_key="client-has-no-store-credentials",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        config=Config(retries={"max_attempts": 1}, **options),
     )
     extra = dict(headers)
     if token is not None:
@@ -114,5 +115,9 @@ def s3_client(gateway_url: str, token: str | None, **headers: str):
         for name, value in extra.items():
             request.headers[name] = value
 
-    client.meta.events.register("before-sign.s3", add_headers)
+    client.meta.events.register(f"before-sign.{service}", add_headers)
     return client
+
+
+def s3_client(gateway_url: str, token: str | None, **headers: str):
+    return aws_client("s3", gateway_url, token, **headers)

@@ -7,12 +7,11 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from tests.conftest import aws_client
 from tests.harness import GatewayProcess, audit_rows, gateway_env, write_config
 from tracegate.demo.setup import DYNAMODB_EXAMPLE
 from tracegate.demo.store import LocalDynamo
@@ -55,24 +54,7 @@ def gateway(tmp_path_factory, dynamo, issuer) -> Iterator[GatewayProcess]:
 
 def client(gateway: GatewayProcess, token: str | None, **headers: str):
     """boto3's DynamoDB client at the gateway; the token rides in X-Tracegate-Token."""
-    db = boto3.client(
-        "dynamodb",
-        endpoint_url=gateway.url,
-        region_name="us-east-1",
-        aws_access_key_id="client-has-no-store-credentials",
-        aws_secret_access_key="client-has-no-store-credentials",
-        config=Config(retries={"max_attempts": 1}),
-    )
-    extra = dict(headers)
-    if token:
-        extra["X-Tracegate-Token"] = token
-
-    def add_headers(request, **_: Any) -> None:
-        for name, value in extra.items():
-            request.headers[name] = value
-
-    db.meta.events.register("before-sign.dynamodb", add_headers)
-    return db
+    return aws_client("dynamodb", gateway.url, token, **headers)
 
 
 @pytest.fixture(scope="module")
