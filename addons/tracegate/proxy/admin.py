@@ -6,11 +6,9 @@ bound to `admin.host:admin.port`, so it is never reachable through the store's r
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
-from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
@@ -22,21 +20,16 @@ from tracegate.health import readiness
 from tracegate.identity.saml import ExchangeIssuer
 from tracegate.metrics import CONTENT_TYPE
 from tracegate.proxy import approvalapi
+from tracegate.proxy.jsonhandler import JsonHandler
 from tracegate.proxy.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
 
-class _Handler(tornado.web.RequestHandler):
+class _Handler(JsonHandler):
     def initialize(self, runtime: Runtime, listener: AdminListener) -> None:
         self.runtime = runtime
         self.listener = listener
-
-    def write_json(self, status: int, body: dict[str, Any]) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(body))
 
 
 class HealthHandler(_Handler):

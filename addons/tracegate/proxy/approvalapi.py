@@ -10,28 +10,21 @@ import json
 import sqlite3
 from typing import Any
 
-import tornado.web
-
 from tracegate.approvals import Actor, ApprovalError
 from tracegate.approvals.model import Approval
 from tracegate.approvals.store import is_requester, may_decide
 from tracegate.denial import Denial
 from tracegate.identity.oidc import bearer_token
 from tracegate.policy import roles_of
+from tracegate.proxy.jsonhandler import JsonHandler
 from tracegate.proxy.runtime import Runtime
 
 STATUSES = ("pending", "approved", "denied", "expired", "cancelled", "all")
 
 
-class ApprovalHandler(tornado.web.RequestHandler):
+class ApprovalHandler(JsonHandler):
     def initialize(self, runtime: Runtime) -> None:
         self.runtime = runtime
-
-    def write_json(self, status: int, body: dict[str, Any]) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(body))
 
     def write_error_json(self, status: int, code: str, reason: str) -> None:
         self.write_json(status, {"error": {"status": status, "code": code, "reason": reason}})
