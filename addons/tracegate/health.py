@@ -104,24 +104,27 @@ async def dynamodb_check(gateway: Gateway) -> Check:
         }
     )
     url = f"{upstream.endpoint}/"
-    for table in tables:
-        body = json.dumps({"TableName": table, "Key": {}}).encode()
-        headers = {
-            "host": url.split("/")[2],
-            "content-type": "application/x-amz-json-1.0",
-            "x-amz-target": "DynamoDB_20120810.GetItem",
-        }
-        signed = gateway.signer.sign("POST", url, headers, body)
-        try:
-            async with httpx.AsyncClient(timeout=STORE_TIMEOUT, verify=upstream.verify_tls) as c:
-                response = await c.post(url, headers=signed, content=body)
-        except httpx.HTTPError as exc:
-            return Check("store", False, f"store unreachable: {type(exc).__name__}")
-        error = response.text
-        if "ResourceNotFoundException" in error:
-            return Check("store", False, f"table {table!r} not found")
-        if response.status_code in (401, 403) or "AccessDenied" in error or "Unrecognized" in error:
-            return Check("store", False, f"store refused the gateway's credentials for {table!r}")
-        if response.status_code >= 500:
-            return Check("store", False, f"store answered {response.status_code}")
+    async with httpx.AsyncClient(timeout=STORE_TIMEOUT, verify=upstream.verify_tls) as client:
+        for table in tables:
+            body = json.dumps({"TableName": table, "Key": {}}).encode()
+            headers = {
+                "host": url.split("/")[2],
+                "content-type": "application/x-amz-json-1.0",
+                "x-amz-target": "DynamoDB_20120810.GetItem",
+            }
+            signed = gateway.signer.sign("POST", url, headers, body)
+            try:
+                response = await client.post(url, headers=signed, content=body)
+            except httpx.HTTPError as exc:
+                return Check("store", False, f"store unreachable: {type(exc).__name__}")
+            error = response.text
+            if "ResourceNotFoundException" in error:
+                return Check("store", False, f"table {table!r} not found")
+            refused = "AccessDenied" in error or "Unrecognized" in error
+            if response.status_code in (401, 403) or refused:
+                return Check(
+                    "store", False, f"store refused the gateway's credentials for {table!r}"
+                )
+            if response.status_code >= 500:
+                return Check("store", False, f"store answered {response.status_code}")
     return Check("store", True, f"table(s) {', '.join(tables)} reachable")

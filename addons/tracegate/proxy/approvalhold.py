@@ -92,7 +92,7 @@ class ApprovalHold:
         logger.info("tracegate: flow %s held for approval %s", flow.id, approval.id)
         try:
             while True:
-                current = desk.store.live.get(approval.id, approval)
+                current = _latest(desk, approval)
                 if current.status == APPROVED:
                     approval = current
                     break
