@@ -11,7 +11,7 @@ from tracegate.approvals import Actor, ApprovalError, ApprovalNeed, ApprovalStor
 from tracegate.approvals.desk import ApprovalDesk
 from tracegate.approvals.notify import Webhook
 from tracegate.config import ApprovalRule, ScopeConfig
-from tracegate.gateway import Exchange, IncomingRequest
+from tracegate.exchange import Exchange, IncomingRequest
 from tracegate.identity.principal import Principal
 from tracegate.policy import Grant
 from tracegate.stores.s3 import Access

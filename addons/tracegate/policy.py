@@ -12,8 +12,9 @@ from tracegate.approvals.rules import beyond_scope
 from tracegate.config import GatewayConfig, ScopeConfig
 from tracegate.denial import Denial, forbidden
 from tracegate.identity.principal import Principal
+from tracegate.stores.adapter import Access
 from tracegate.stores.dynamodb import DynamoAccess
-from tracegate.stores.s3 import Access, key_in_scope, prefix_overlaps
+from tracegate.stores.s3 import key_in_scope, prefix_overlaps
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def choose_role(
 def decide(
     principal: Principal,
     config: GatewayConfig,
-    access: Access | DynamoAccess,
+    access: Access,
     purpose: str | None = None,
     role: str | None = None,
     roles: list[str] | None = None,
@@ -114,7 +115,7 @@ def outside_scope(access: Access, scope: ScopeConfig, role: str) -> Denial:
     return _outside(target, scope, role)
 
 
-def _check_resource(access: Access | DynamoAccess, scope: ScopeConfig, role: str) -> None:
+def _check_resource(access: Access, scope: ScopeConfig, role: str) -> None:
     if isinstance(access, DynamoAccess):
         outside = [t for t in access.tables if t not in scope.tables]
         if outside:

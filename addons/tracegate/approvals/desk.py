@@ -25,7 +25,7 @@ from tracegate.approvals.store import MITMWEB_OPERATOR, ApprovalStore
 from tracegate.denial import Denial
 
 if TYPE_CHECKING:
-    from tracegate.gateway import Exchange
+    from tracegate.exchange import Exchange
 
 
 class ApprovalDesk:

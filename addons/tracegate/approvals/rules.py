@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 from tracegate.config import ApprovalRule, ApprovalWhen, ScopeConfig
 from tracegate.masking import MaskReport
-from tracegate.stores.s3 import LIST_OPERATIONS, Access, key_in_scope, prefix_overlaps
+from tracegate.stores.adapter import Access
+from tracegate.stores.s3 import LIST_OPERATIONS, key_in_scope, prefix_overlaps
 
 S3_DEFAULT_MAX_KEYS = 1000
 

@@ -18,9 +18,9 @@ import httpx
 
 from tracegate.config import GatewayConfig
 from tracegate.denial import Denial
-from tracegate.gateway import Gateway, IncomingRequest
+from tracegate.exchange import IncomingRequest
+from tracegate.gateway import Gateway
 from tracegate.policy import Grant
-from tracegate.stores import s3
 
 
 @dataclass
@@ -51,9 +51,11 @@ async def against_store(
     gateway = Gateway.from_config(config)
     exchange = gateway.new_exchange(row["flow_id"], recorded_request(row, body))
     request = exchange.request
-    exchange.access = s3.parse_request(
-        request.method, request.path, request.query, config.upstream.bucket
-    )
+    if gateway.store.kind != "s3":
+        raise ValueError(
+            f"replay against the store is available for S3 stores, not {gateway.store.kind}"
+        )
+    exchange.access = gateway.store.parse(request)
     role = config.roles.get(row["role"])
     if role is None or row["purpose"] not in role.scopes:
         raise ValueError(f"the policy has no scope for {row['role']}/{row['purpose']}")

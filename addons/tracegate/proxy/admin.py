@@ -15,7 +15,7 @@ import tornado.netutil
 import tornado.web
 
 from tracegate.denial import Denial
-from tracegate.gateway import IncomingRequest
+from tracegate.exchange import IncomingRequest
 from tracegate.health import readiness
 from tracegate.identity.saml import ExchangeIssuer
 from tracegate.metrics import CONTENT_TYPE

@@ -8,7 +8,7 @@ import logging
 from mitmproxy import http
 
 from tracegate.denial import Denial
-from tracegate.gateway import json_error
+from tracegate.exchange import json_error
 from tracegate.proxy import flowbridge
 from tracegate.proxy.runtime import FlowState
 

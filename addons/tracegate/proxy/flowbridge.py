@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from mitmproxy import http
 
-from tracegate.gateway import ClientResponse, IncomingRequest, UpstreamRequest
+from tracegate.exchange import ClientResponse, IncomingRequest, UpstreamRequest
 from tracegate.stores.sigv4 import CLIENT_AUTH_HEADERS
 
 
@@ -39,10 +39,10 @@ def strip_credentials(flow: http.HTTPFlow, identity_headers: Iterable[str]) -> N
 SIGNING_HEADERS = ("authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token")
 
 
-def hide_upstream_signature(flow: http.HTTPFlow) -> None:
-    """Once the store has been asked, drop the gateway's signature from the flow: mitmweb and
-    saved flows must not hold a signature someone could replay against the store."""
-    for name in SIGNING_HEADERS:
+def hide_upstream_signature(flow: http.HTTPFlow, names: Iterable[str] = SIGNING_HEADERS) -> None:
+    """Once the store has been asked, drop the gateway's credentials from the flow: mitmweb and
+    saved flows must not hold a signature or key someone could replay against the store."""
+    for name in {*SIGNING_HEADERS, *names}:
         flow.request.headers.pop(name, None)
 
 

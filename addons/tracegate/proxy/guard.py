@@ -16,7 +16,7 @@ from tracegate.audit import AuditRecord
 from tracegate.denial import Denial, gateway_failure
 from tracegate.proxy import flowbridge
 from tracegate.proxy.answers import bare_denial
-from tracegate.proxy.runtime import Runtime
+from tracegate.proxy.runtime import FlowState, Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ class Guard:
         bare_denial(flow, Denial(503, "GatewayUnavailable", reason))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        flowbridge.hide_upstream_signature(flow)
         state = self.runtime.flows.get(flow.id)
+        self._hide_credentials(flow, state)
         if flow.response is not None and not (state and state.oversize):
             flow.response.stream = False  # streaming would bypass masking
 
@@ -52,8 +52,12 @@ class Guard:
         await self._record(flow, denial)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        flowbridge.hide_upstream_signature(flow)
-        self.runtime.flows.pop(flow.id, None)
+        self._hide_credentials(flow, self.runtime.flows.pop(flow.id, None))
+
+    @staticmethod
+    def _hide_credentials(flow: http.HTTPFlow, state: FlowState | None) -> None:
+        names = state.gateway.store.secret_headers if state else ()
+        flowbridge.hide_upstream_signature(flow, names)
 
     async def _record(self, flow: http.HTTPFlow, denial: Denial) -> None:
         if self.runtime.audit is None:

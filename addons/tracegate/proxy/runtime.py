@@ -17,7 +17,8 @@ from tracegate.audit import AuditLog
 from tracegate.audit.chain import SigningKey
 from tracegate.config import GatewayConfig, load_config
 from tracegate.decisionlog import DecisionLog
-from tracegate.gateway import Exchange, Gateway
+from tracegate.exchange import Exchange
+from tracegate.gateway import Gateway
 from tracegate.metrics import GatewayMetrics
 from tracegate.sessions import SessionTracker
 
