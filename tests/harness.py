@@ -20,7 +20,7 @@ import httpx
 
 from tracegate.demo import setup
 from tracegate.demo.setup import write_config
-from tracegate.demo.store import LocalS3, free_port
+from tracegate.demo.store import Store, free_port
 
 __all__ = [
     "ANALYST_FIELDS",
@@ -44,7 +44,7 @@ HASH_KEY = "test-hash-key-0123456789abcdef"
 ANALYST_FIELDS = {"trace_id", "team", "created_at", "model", "latency_ms", "usage", "user"}
 
 
-def gateway_env(store: LocalS3, **extra: str) -> dict[str, str]:
+def gateway_env(store: Store, **extra: str) -> dict[str, str]:
     """The gateway's environment with the tests' fixed hash key."""
     return setup.gateway_env(store, HASH_KEY, **extra)
 

@@ -26,9 +26,6 @@ from pydantic import (
 from tracegate.stores.dynamodb import DYNAMODB_READ_OPERATIONS
 from tracegate.stores.s3 import S3_READ_OPERATIONS
 
-READ_OPERATIONS = {"s3": S3_READ_OPERATIONS, "dynamodb": DYNAMODB_READ_OPERATIONS}
-ALL_READ_OPERATIONS = S3_READ_OPERATIONS | DYNAMODB_READ_OPERATIONS
-
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
 )
@@ -170,12 +167,10 @@ class CredentialsConfig(Strict):
         return self
 
 
-class _SignedStore(Strict):
-    """What every AWS-signed store has: where it is, its region, the gateway's own keys."""
+class _Store(Strict):
+    """Where the store is; the gateway reaches it with its own credentials only."""
 
     endpoint: str
-    region: str = "us-east-1"
-    credentials: CredentialsConfig = CredentialsConfig()
     verify_tls: bool = True
 
     @field_validator("endpoint")
@@ -186,15 +181,200 @@ class _SignedStore(Strict):
         return endpoint.rstrip("/")
 
 
+class _SignedStore(_Store):
+    """What every AWS-signed store has: its region and the gateway's own keys."""
+
+    region: str = "us-east-1"
+    credentials: CredentialsConfig = CredentialsConfig()
+
+
 class UpstreamConfig(_SignedStore):
     kind: Literal["s3"]
     bucket: str
+
+    @property
+    def read_operations(self) -> frozenset[str]:
+        return S3_READ_OPERATIONS
 
 
 class DynamoUpstreamConfig(_SignedStore):
     """A DynamoDB (or compatible) endpoint; requests are re-signed for service `dynamodb`."""
 
     kind: Literal["dynamodb"]
+
+    @property
+    def read_operations(self) -> frozenset[str]:
+        return DYNAMODB_READ_OPERATIONS
+
+
+class SecretSource(Strict):
+    """A secret the gateway reads at start-up: an environment variable or a file's content."""
+
+    env: str | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretSource:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("set exactly one of env: NAME or file: PATH")
+        return self
+
+
+class HttpAuthConfig(Strict):
+    """How the gateway authenticates to an HTTP store: HTTP basic or one header it sets."""
+
+    scheme: Literal["basic", "header", "none"]
+    username: SecretSource | None = None  # basic
+    password: SecretSource | None = None  # basic
+    header: str = "Authorization"  # header: which header carries the secret
+    prefix: str = ""  # header: put before the secret, e.g. "Bearer "
+    value: SecretSource | None = None  # header
+
+    @model_validator(mode="after")
+    def _fits_scheme(self) -> HttpAuthConfig:
+        needed = {"basic": ("username", "password"), "header": ("value",), "none": ()}
+        for name in needed[self.scheme]:
+            if getattr(self, name) is None:
+                raise ValueError(f"scheme {self.scheme!r} needs {name}: {{env: NAME}}")
+        for name in ("username", "password", "value"):
+            if name not in needed[self.scheme] and getattr(self, name) is not None:
+                raise ValueError(f"{name} is not a setting for scheme {self.scheme!r}")
+        if not re.match(r"^[A-Za-z0-9-]+$", self.header):
+            raise ValueError(f"header {self.header!r} is not a header name")
+        return self
+
+
+_ROUTE_PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+class QueryParamRule(Strict):
+    """What a query parameter may hold; parameters a route does not list are refused."""
+
+    required: bool = False
+    values: list[str] = []  # the only values accepted (empty: any that fits `pattern`)
+    pattern: str | None = None  # a regular expression the whole value must match
+    max: int | None = Field(None, ge=0)  # an integer no larger than this
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, pattern: str | None) -> str | None:
+        return _check_regex(pattern) if pattern is not None else None
+
+
+class RouteConfig(Strict):
+    """One read an HTTP store serves: how to recognise it and where its documents are."""
+
+    operation: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    method: Literal["GET", "POST"] = "GET"
+    path: str  # a template: literal segments and {name} segments, e.g. /{db}/_all_docs
+    params: dict[str, str] = {}  # {name}: a regular expression the decoded segment must match
+    query: dict[str, QueryParamRule] = {}
+    body: Literal["none", "json"] = "none"  # json: a JSON object whose keys are in body_keys
+    body_keys: list[str] = []
+    # {parameter}: claim. The path or query parameter must equal one of the token's values
+    # of that claim; a missing query parameter is set to the claim's value when it has one.
+    claims: dict[str, str] = {}
+    # The resource policy checks against the scope's prefixes, from path (and required query)
+    # parameters. Without document_resource it names one resource; with it, a range.
+    resource: str
+    # Each document's own resource, from parameters and document fields ({doc.field}); every
+    # document whose resource is outside the scope is removed from the answer.
+    document_resource: str | None = None
+    documents: list[str] = Field(min_length=1)  # JSONPaths of the trace documents
+    page_size: str | None = None  # the query parameter (or JSON body key) capped by max_limit
+
+    @field_validator("documents")
+    @classmethod
+    def _jsonpaths(cls, paths: list[str]) -> list[str]:
+        return [_check_jsonpath(p) for p in paths]
+
+    @field_validator("params")
+    @classmethod
+    def _regexes(cls, params: dict[str, str]) -> dict[str, str]:
+        for pattern in params.values():
+            _check_regex(pattern)
+        return params
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RouteConfig:
+        if not self.path.startswith("/") or "?" in self.path or "//" in self.path:
+            raise ValueError(f"path {self.path!r} must be an absolute path without a query")
+        names = self.path_params
+        if len(set(names)) != len(names):
+            raise ValueError(f"path {self.path!r} names a parameter twice")
+        for segment in self.path.strip("/").split("/"):
+            if ("{" in segment or "}" in segment) and not _ROUTE_PARAM.match(segment):
+                raise ValueError(f"path segment {segment!r}: a parameter is a whole {{name}}")
+        for name in self.params:
+            if name not in names:
+                raise ValueError(f"params.{name}: not a parameter of path {self.path!r}")
+        overlap = set(names) & set(self.query)
+        if overlap:
+            raise ValueError(f"{sorted(overlap)[0]!r} is both a path and a query parameter")
+        for name in self.claims:
+            if name not in names and name not in self.query:
+                raise ValueError(f"claims.{name}: not a path or query parameter of this route")
+        fixed = set(names) | {n for n, rule in self.query.items() if rule.required}
+        for name in _TEMPLATE_FIELD.findall(self.resource):
+            if name not in fixed:
+                raise ValueError(
+                    f"resource: {{{name}}} is not a path parameter or required query parameter"
+                )
+        for name in _TEMPLATE_FIELD.findall(self.document_resource or ""):
+            if name not in fixed and not name.startswith("doc."):
+                raise ValueError(
+                    f"document_resource: {{{name}}} is neither a parameter nor a {{doc.field}}"
+                )
+        if self.body == "json" and self.method != "POST":
+            raise ValueError("body: json needs method: POST")
+        if self.method == "POST" and self.body != "json":
+            raise ValueError("method POST needs body: json (and body_keys)")
+        if self.body == "json" and not self.body_keys:
+            raise ValueError("body_keys: list the JSON body keys this route accepts")
+        if self.page_size is not None:
+            where = self.body_keys if self.body == "json" else list(self.query)
+            if self.page_size not in where:
+                raise ValueError(f"page_size: {self.page_size!r} is not a parameter it accepts")
+        return self
+
+    @property
+    def path_params(self) -> list[str]:
+        return [
+            m.group(1)
+            for segment in self.path.strip("/").split("/")
+            if (m := _ROUTE_PARAM.match(segment))
+        ]
+
+
+class HttpUpstreamConfig(_Store):
+    """Any store with a JSON HTTP API, described by a route map; unlisted routes are refused."""
+
+    kind: Literal["http"]
+    auth: HttpAuthConfig
+    # A GET the readiness check sends with the gateway's credentials (any non-error answer).
+    health_path: str = Field("/", pattern=r"^/")
+    max_request_body_bytes: int = 64 * 1024
+    # Keys of a store's JSON error object passed on to the client (strings, shortened).
+    error_keys: list[str] = ["error", "reason", "message", "code", "status"]
+    routes: list[RouteConfig] = Field(min_length=1)
+
+    @field_validator("max_request_body_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: int | str) -> int:
+        return parse_size(value)
+
+    @model_validator(mode="after")
+    def _unique_operations(self) -> HttpUpstreamConfig:
+        ops = [r.operation for r in self.routes]
+        dupes = sorted({o for o in ops if ops.count(o) > 1})
+        if dupes:
+            raise ValueError(f"routes: operation {dupes[0]!r} is named by two routes")
+        return self
+
+    @property
+    def read_operations(self) -> frozenset[str]:
+        return frozenset(r.operation for r in self.routes)
 
 
 class LimitsConfig(Strict):
@@ -337,14 +517,6 @@ class ApprovalWhen(Strict):
     detectors: list[str] = []  # detector names or groups that fired while masking
     response_bytes_over: int | None = None
 
-    @field_validator("operations")
-    @classmethod
-    def _known_operations(cls, operations: list[str]) -> list[str]:
-        unknown = [op for op in operations if op not in ALL_READ_OPERATIONS]
-        if unknown:
-            raise ValueError(f"unknown or non-read operation(s) {', '.join(unknown)}")
-        return operations
-
     @field_validator("outside_hours")
     @classmethod
     def _clock(cls, value: str | None) -> str | None:
@@ -429,7 +601,8 @@ class ApprovalsConfig(Strict):
 
 
 class PartitionScope(Strict):
-    """Row-level scope for DynamoDB: `attribute` must equal the token's `claim`."""
+    """Row-level scope: each item's (DynamoDB) or document's (HTTP store, a dotted field path)
+    `attribute` must equal the token's `claim`."""
 
     attribute: str
     claim: str
@@ -438,6 +611,7 @@ class PartitionScope(Strict):
 class ScopeConfig(Strict):
     operations: list[str] = Field(min_length=1)
     # S3: key prefixes. DynamoDB: `tables`, optional `partition` and `max_limit`.
+    # HTTP store: the route operations, resource `prefixes`, optional `partition`, `max_limit`.
     prefixes: list[str] = []
     tables: list[str] = []
     partition: PartitionScope | None = None
@@ -447,17 +621,6 @@ class ScopeConfig(Strict):
     detectors: DetectorPolicy = DetectorPolicy()
     # Requests that wait for a human; the first rule whose conditions hold applies.
     approvals: list[ApprovalRule] = []
-
-    @field_validator("operations")
-    @classmethod
-    def _known_operations(cls, operations: list[str]) -> list[str]:
-        unknown = [op for op in operations if op not in ALL_READ_OPERATIONS]
-        if unknown:
-            raise ValueError(
-                f"unknown or non-read operation(s) {', '.join(unknown)}; allowed: "
-                + ", ".join(sorted(ALL_READ_OPERATIONS))
-            )
-        return operations
 
     @field_validator("prefixes")
     @classmethod
@@ -512,7 +675,9 @@ class GatewayConfig(Strict):
     version: Literal[1] = 1
     listen: ListenConfig = ListenConfig()
     identity: IdentityConfig
-    upstream: Annotated[UpstreamConfig | DynamoUpstreamConfig, Field(discriminator="kind")]
+    upstream: Annotated[
+        UpstreamConfig | DynamoUpstreamConfig | HttpUpstreamConfig, Field(discriminator="kind")
+    ]
     limits: LimitsConfig = LimitsConfig()
     masking: MaskingConfig = MaskingConfig()
     audit: AuditConfig = AuditConfig()
@@ -531,9 +696,7 @@ class GatewayConfig(Strict):
                         f"roles.{role_name}.scopes.{purpose}: purpose {purpose!r} is not "
                         "declared under purposes"
                     )
-                _check_scope_for_store(
-                    self.upstream.kind, f"roles.{role_name}.scopes.{purpose}", scope
-                )
+                _check_scope_for_store(self.upstream, f"roles.{role_name}.scopes.{purpose}", scope)
                 for i, rule in enumerate(scope.approvals):
                     for approver in rule.approvers.roles:
                         if approver not in self.roles:
@@ -549,29 +712,43 @@ class GatewayConfig(Strict):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _check_scope_for_store(kind: str, where: str, scope: ScopeConfig) -> None:
-    """Scopes name what their store has: prefixes for S3, tables for DynamoDB."""
-    wrong = [op for op in scope.operations if op not in READ_OPERATIONS[kind]]
+def _check_scope_for_store(
+    upstream: UpstreamConfig | DynamoUpstreamConfig | HttpUpstreamConfig,
+    where: str,
+    scope: ScopeConfig,
+) -> None:
+    """Scopes name what their store has: prefixes for S3, tables for DynamoDB, routes' resource
+    prefixes for an HTTP store."""
+    kind, known = upstream.kind, upstream.read_operations
+    what = "route operation" if kind == "http" else f"{kind} read"
+    wrong = [op for op in scope.operations if op not in known]
     if wrong:
         raise ValueError(
-            f"{where}.operations: {', '.join(wrong)} is not a {kind} read (allowed: "
-            + ", ".join(sorted(READ_OPERATIONS[kind]))
+            f"{where}.operations: {', '.join(wrong)} is not a {what} (allowed: "
+            + ", ".join(sorted(known))
             + ")"
         )
     for i, rule in enumerate(scope.approvals):
-        wrong = [op for op in rule.when.operations if op not in READ_OPERATIONS[kind]]
+        wrong = [op for op in rule.when.operations if op not in known]
         if wrong:
             raise ValueError(
-                f"{where}.approvals[{i}].when.operations: {', '.join(wrong)} is not a {kind} read"
+                f"{where}.approvals[{i}].when.operations: {', '.join(wrong)} is not a {what}"
             )
-    if kind == "s3":
-        if not scope.prefixes:
-            raise ValueError(f"{where}.prefixes: list the key prefixes this scope may read")
-        extra = [n for n in ("tables", "partition", "max_limit") if getattr(scope, n)]
-    else:
+        if kind != "s3" and rule.when.max_keys_over is not None:
+            raise ValueError(
+                f"{where}.approvals[{i}].when.max_keys_over: only for S3 listings "
+                "(cap page sizes with max_limit)"
+            )
+    if kind == "dynamodb":
         if not scope.tables:
             raise ValueError(f"{where}.tables: list the tables this scope may read")
         extra = ["prefixes"] if scope.prefixes else []
+    else:
+        if not scope.prefixes:
+            what = "key prefixes" if kind == "s3" else "resource prefixes (see upstream.routes)"
+            raise ValueError(f"{where}.prefixes: list the {what} this scope may read")
+        unsupported = ("tables", "partition", "max_limit") if kind == "s3" else ("tables",)
+        extra = [n for n in unsupported if getattr(scope, n)]
     if extra:
         raise ValueError(f"{where}.{extra[0]}: not a setting for a {kind} store")
 
@@ -581,6 +758,14 @@ def _check_prefixes(prefixes: list[str]) -> list[str]:
         if prefix.startswith("/") or ".." in prefix.split("/") or "//" in prefix:
             raise ValueError(f"prefix {prefix!r} must be a plain key prefix like 'traces/a/'")
     return prefixes
+
+
+def _check_regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return pattern
 
 
 def _check_jsonpath(path: str) -> str:
@@ -597,7 +782,7 @@ def _check_jsonpath(path: str) -> str:
 
 
 # Tagged unions put the tag into error locations; the operator never wrote it as a key.
-_UNION_TAGS = {"upstream": {"s3", "dynamodb"}}
+_UNION_TAGS = {"upstream": {"s3", "dynamodb", "http"}}
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

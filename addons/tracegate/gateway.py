@@ -35,6 +35,7 @@ from tracegate.masking import Masker
 from tracegate.policy import decide, outside_scope, roles_of
 from tracegate.stores.adapter import StoreAdapter
 from tracegate.stores.dynamodb_adapter import DynamoStore
+from tracegate.stores.http_adapter import HttpStore
 from tracegate.stores.s3_adapter import S3Store
 
 __all__ = [
@@ -48,9 +49,10 @@ __all__ = [
     "UpstreamRequest",
 ]
 
-STORES: dict[str, type[S3Store] | type[DynamoStore]] = {
+STORES: dict[str, type[S3Store] | type[DynamoStore] | type[HttpStore]] = {
     "s3": S3Store,
     "dynamodb": DynamoStore,
+    "http": HttpStore,
 }
 
 

@@ -13,15 +13,17 @@ from typing import Any
 import yaml
 
 from tracegate.demo.issuer import TokenIssuer
-from tracegate.demo.store import LocalS3
+from tracegate.demo.store import Store
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "rules" / "example.yaml"
 DYNAMODB_EXAMPLE = EXAMPLE.with_name("dynamodb.yaml")
+COUCHDB_EXAMPLE = EXAMPLE.with_name("couchdb.yaml")
+LANGFUSE_EXAMPLE = EXAMPLE.with_name("langfuse.yaml")
 
 
 def write_config(
     path: Path,
-    store: LocalS3,
+    store: Store,
     issuer: TokenIssuer,
     audit: Path,
     template: Path = EXAMPLE,
@@ -47,15 +49,10 @@ def write_config(
     return path
 
 
-def gateway_env(store: LocalS3, hash_key: str, **extra: str) -> dict[str, str]:
+def gateway_env(store: Store, hash_key: str, **extra: str) -> dict[str, str]:
     """The environment a gateway process needs: its store credentials and hash key, and no
     AWS_* or TRACEGATE_* variables inherited from the caller."""
-    assert store.gateway_keys is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRACEGATE_"))}
-    env.update(
-        TRACEGATE_UPSTREAM_ACCESS_KEY_ID=store.gateway_keys.access_key_id,
-        TRACEGATE_UPSTREAM_SECRET_ACCESS_KEY=store.gateway_keys.secret_access_key,
-        TRACEGATE_HASH_KEY=hash_key,
-    )
+    env.update(store.gateway_environment(), TRACEGATE_HASH_KEY=hash_key)
     env.update(extra)
     return env

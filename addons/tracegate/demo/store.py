@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import boto3
 import httpx
@@ -34,6 +34,15 @@ SEEDER_POLICY = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Action": ["s3:*", "dynamodb:*"], "Resource": "*"}],
 }
+
+
+class Store(Protocol):
+    """What the demo and the tests need of any local store: where it is, the gateway's keys."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    def gateway_environment(self) -> dict[str, str]: ...
 
 
 def free_port() -> int:
@@ -95,6 +104,14 @@ class LocalS3:
         self.seeder_keys = self._user("tracegate-seeder", SEEDER_POLICY)
         self.gateway_keys = self._user("tracegate-gateway", self.gateway_policy())
         return self
+
+    def gateway_environment(self) -> dict[str, str]:
+        """The gateway's own store keys, as `credentials: {source: env}` reads them."""
+        assert self.gateway_keys is not None
+        return {
+            "TRACEGATE_UPSTREAM_ACCESS_KEY_ID": self.gateway_keys.access_key_id,
+            "TRACEGATE_UPSTREAM_SECRET_ACCESS_KEY": self.gateway_keys.secret_access_key,
+        }
 
     def gateway_policy(self) -> dict:
         return json.loads(json.dumps(GATEWAY_POLICY).replace("{bucket}", self.bucket))

@@ -151,3 +151,85 @@ def dynamodb_items(per_tenant: int = 25) -> list[dict[str, Any]]:
                 }
             )
     return items
+
+
+def couch_documents() -> list[dict[str, Any]]:
+    """CouchDB documents: one per agent trace, `_id` `TENANT:TRACE`, and a `tenant` field."""
+    docs = []
+    for tenant in ("acme", "globex"):
+        for n in range(1, 13):
+            trace_id = f"tr-{tenant}-{n:03d}"
+            email = f"user{n}@{tenant}.example.org"
+            docs.append(
+                {
+                    "_id": f"{tenant}:{trace_id}",
+                    "tenant": tenant,
+                    **agent_trace(trace_id, "support", email),
+                }
+            )
+    return docs
+
+
+def langfuse_project() -> list[dict[str, Any]]:
+    """Langfuse traces (with their observations in full) for two tenants of one project: the
+    shapes of Langfuse's public API, with personal data and a key in inputs and outputs."""
+    traces = []
+    for tenant in ("acme", "globex"):
+        for n in range(1, 8):
+            trace_id = f"lf-{tenant}-{n:03d}"
+            email = f"customer{n}@{tenant}.example.org"
+            question = f"Please refund order {n}; reach me at {email}"
+            observations = [
+                {
+                    "id": f"{trace_id}-gen",
+                    "traceId": trace_id,
+                    "type": "GENERATION",
+                    "name": "answer",
+                    "startTime": "2026-11-20T09:14:03.000Z",
+                    "endTime": "2026-11-20T09:14:05.100Z",
+                    "model": "example-model-large",
+                    "input": [
+                        {"role": "system", "content": "You are a refunds agent."},
+                        {"role": "user", "content": question},
+                    ],
+                    "output": {"role": "assistant", "content": "Refund issued."},
+                    "metadata": {"tenant": tenant},
+                    "usage": {"input": 812, "output": 64, "unit": "TOKENS"},
+                    "level": "DEFAULT",
+                    "parentObservationId": None,
+                },
+                {
+                    "id": f"{trace_id}-tool",
+                    "traceId": trace_id,
+                    "type": "SPAN",
+                    "name": "refund_api",
+                    "startTime": "2026-11-20T09:14:04.000Z",
+                    "endTime": "2026-11-20T09:14:04.400Z",
+                    "input": {"order": n, "api_key": PLANTED_API_KEY},
+                    "output": {"status": "refunded", "notify": email},
+                    "metadata": {"tenant": tenant},
+                    "level": "DEFAULT",
+                    "parentObservationId": f"{trace_id}-gen",
+                },
+            ]
+            traces.append(
+                {
+                    "id": trace_id,
+                    "projectId": "demo-project",
+                    "timestamp": "2026-11-20T09:14:03.000Z",
+                    "name": "refund-request",
+                    "userId": f"{tenant}-user-{n}",
+                    "sessionId": f"{tenant}-session-{n % 3}",
+                    "input": {"question": question},
+                    "output": {"answer": "Refund issued."},
+                    "metadata": {"tenant": tenant, "environment": "production"},
+                    "tags": ["refunds", tenant],
+                    "public": False,
+                    "latency": 2.1,
+                    "totalCost": 0.0132,
+                    "htmlPath": f"/project/demo-project/traces/{trace_id}",
+                    "observations": observations,
+                    "scores": [{"id": f"{trace_id}-score", "name": "helpful", "value": 1}],
+                }
+            )
+    return traces
