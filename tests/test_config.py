@@ -61,7 +61,8 @@ def broken(tmp_path: Path, edit) -> Path:
         ),
         (
             lambda d: d["roles"]["analyst"]["scopes"]["analytics"].update(operations=["PutObject"]),
-            "roles.analyst.scopes.analytics.operations: unknown or non-read operation(s) PutObject",
+            "broken.yaml: roles.analyst.scopes.analytics.operations: "
+            "PutObject is not a read the s3 store serves",
         ),
         (
             lambda d: d["roles"]["analyst"].update(default_purpose="debugging"),

@@ -108,7 +108,8 @@ def test_the_dynamodb_rules_file_loads():
         ),
         (
             lambda c: c["roles"]["analyst"]["scopes"]["analytics"].update(operations=["GetObject"]),
-            "roles.analyst.scopes.analytics.operations: GetObject is not a dynamodb read",
+            "bad.yaml: roles.analyst.scopes.analytics.operations: "
+            "GetObject is not a read the dynamodb",
         ),
         (
             lambda c: c["roles"]["analyst"]["scopes"]["analytics"]["partition"].pop("claim"),

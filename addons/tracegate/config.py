@@ -720,7 +720,7 @@ def _check_scope_for_store(
     """Scopes name what their store has: prefixes for S3, tables for DynamoDB, routes' resource
     prefixes for an HTTP store."""
     kind, known = upstream.kind, upstream.read_operations
-    what = "route operation" if kind == "http" else f"{kind} read"
+    what = "route of this http store" if kind == "http" else f"read the {kind} store serves"
     wrong = [op for op in scope.operations if op not in known]
     if wrong:
         raise ValueError(
@@ -785,6 +785,9 @@ def _check_jsonpath(path: str) -> str:
 _UNION_TAGS = {"upstream": {"s3", "dynamodb", "http"}}
 
 
+_NAMED_KEY = re.compile(r"^[A-Za-z_][\w.\[\]-]*: ")
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     previous: int | str | None = None
@@ -826,4 +829,7 @@ def load_config(path: str | Path) -> GatewayConfig:
         if first["type"] == "extra_forbidden":
             message = "unknown key"
         extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{path}: {_location(first['loc'])}: {message}{extra}") from None
+        where = _location(first["loc"])
+        if where == "(top level)" and _NAMED_KEY.match(message):
+            raise ConfigError(f"{path}: {message}{extra}") from None  # it names its own key
+        raise ConfigError(f"{path}: {where}: {message}{extra}") from None
