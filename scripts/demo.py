@@ -7,6 +7,7 @@ those same commands once to check them, and stops everything on Ctrl-C.
     python scripts/demo.py --web      # mitmweb UI as well
     python scripts/demo.py --check    # start, verify the printed commands, stop (used by tests)
     python scripts/demo.py --store dynamodb   # a local DynamoDB table instead of S3
+    python scripts/demo.py --store langfuse   # a local Langfuse-shaped API (an `http` store)
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "addons"))
 
 from tracegate.demo.issuer import TokenIssuer  # noqa: E402
-from tracegate.demo.setup import DYNAMODB_EXAMPLE, EXAMPLE, gateway_env, write_config  # noqa: E402
+from tracegate.demo.langfuse import LocalLangfuse  # noqa: E402
+from tracegate.demo.setup import (  # noqa: E402
+    DYNAMODB_EXAMPLE,
+    EXAMPLE,
+    LANGFUSE_EXAMPLE,
+    gateway_env,
+    write_config,
+)
 from tracegate.demo.store import LocalDynamo, LocalS3, free_port  # noqa: E402
 from tracegate.demo.traces import dynamodb_items, sample_objects  # noqa: E402
 
@@ -135,6 +143,40 @@ def dynamodb_commands(url: str) -> list[tuple[str, str, int]]:
             f"curl -s -H 'X-Amz-Target: DynamoDB_20120810.Query' -d '{query('acme')}' {url}/",
             401,
         ),
+    ]
+
+
+def langfuse_commands(url: str) -> list[tuple[str, str, int]]:
+    """(description, shell command, expected HTTP status) for the Langfuse demo."""
+    bearer = 'curl -s -H "Authorization: Bearer ${VAR}"'
+    support, analyst = bearer.format(VAR="SUPPORT_TOKEN"), bearer.format(VAR="ANALYST_TOKEN")
+    return [
+        (
+            "support (tenant acme): one trace with its observations, masked",
+            f"{support} {url}/api/public/traces/lf-acme-001",
+            200,
+        ),
+        (
+            "support: a page of traces (other tenants' removed, limit capped)",
+            f"{support} '{url}/api/public/traces?page=1&limit=50'",
+            200,
+        ),
+        (
+            "analyst: observations, cost and latency fields only",
+            f"{analyst} '{url}/api/public/observations?limit=5'",
+            200,
+        ),
+        (
+            "support: a trace of another tenant (refused, with the reason)",
+            f"{support} {url}/api/public/traces/lf-globex-001",
+            403,
+        ),
+        (
+            "support: an endpoint the route map does not list (refused)",
+            f"{support} {url}/api/public/sessions",
+            403,
+        ),
+        ("no token (refused)", f"curl -s {url}/api/public/traces", 401),
     ]
 
 
@@ -255,8 +297,9 @@ def token_env(tokens: dict[str, str]) -> dict[str, str]:
     return dict(os.environ, **{f"{role.upper()}_TOKEN": token for role, token in tokens.items()})
 
 
-def check(cmds: list[tuple[str, str, int]], tokens: dict[str, str], marker: str) -> bool:
-    """Run the printed commands exactly as printed (through bash) and check their status."""
+def check(cmds: list[tuple[str, str, int]], tokens: dict[str, str], marker: str | None) -> bool:
+    """Run the printed commands exactly as printed (through bash) and check their status, and
+    the boto3 example when there is one (`marker` is what its output must show)."""
     env = token_env(tokens)
     ok = True
     for description, command, expected in cmds:
@@ -270,6 +313,8 @@ def check(cmds: list[tuple[str, str, int]], tokens: dict[str, str], marker: str)
         mark = "ok " if status == expected else "FAIL"
         ok &= status == expected
         print(f"  [{mark}] {description}: HTTP {status}")
+    if marker is None:
+        return ok
     example = RUN_DIR / "boto3_example.py"
     result = subprocess.run([sys.executable, str(example)], capture_output=True, text=True)
     boto_ok = result.returncode == 0 and marker in result.stdout
@@ -283,27 +328,36 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="run the tracegate demo")
     parser.add_argument("--web", action="store_true", help="also start the mitmweb UI")
     parser.add_argument("--check", action="store_true", help="verify the commands, then stop")
-    parser.add_argument("--store", choices=["s3", "dynamodb"], default="s3")
+    parser.add_argument("--store", choices=["s3", "dynamodb", "langfuse"], default="s3")
     args = parser.parse_args()
     RUN_DIR.mkdir(exist_ok=True)
     for stale in RUN_DIR.glob("audit.sqlite3*"):  # each demo starts a fresh audit trail
         stale.unlink()
-    dynamo = args.store == "dynamodb"
-    store = (LocalDynamo if dynamo else LocalS3)(port=port_or_free(9000))
+    dynamo, langfuse = args.store == "dynamodb", args.store == "langfuse"
+    store: LocalS3 | LocalLangfuse
+    if langfuse:
+        store = LocalLangfuse(port=port_or_free(3000))
+    else:
+        store = (LocalDynamo if dynamo else LocalS3)(port=port_or_free(9000))
     issuer = TokenIssuer()
     gateway: subprocess.Popen | None = None
     try:
-        kind = "DynamoDB" if dynamo else "S3"
-        print(f"demo: starting a local {kind} (moto server, signature checks on)...")
-        store.start(log=RUN_DIR / "moto.log")
-        store.seed(dynamodb_items() if dynamo else sample_objects())
+        if isinstance(store, LocalLangfuse):
+            print("demo: starting a local Langfuse-shaped API (basic auth, two tenants)...")
+            store.start()
+        else:
+            kind = "DynamoDB" if dynamo else "S3"
+            print(f"demo: starting a local {kind} (moto server, signature checks on)...")
+            store.start(log=RUN_DIR / "moto.log")
+            store.seed(dynamodb_items() if dynamo else sample_objects())  # type: ignore[arg-type]
         issuer.serve(port=port_or_free(8900))
+        template = {"dynamodb": DYNAMODB_EXAMPLE, "langfuse": LANGFUSE_EXAMPLE}
         config = write_config(
             RUN_DIR / "config.yaml",
             store,
             issuer,
             RUN_DIR / "audit.sqlite3",
-            template=DYNAMODB_EXAMPLE if dynamo else EXAMPLE,
+            template=template.get(args.store, EXAMPLE),
             **{"listen.port": port_or_free(8080), "admin.port": port_or_free(8090)},
         )
         env = gateway_env(store, secrets.token_hex(16))
@@ -329,14 +383,19 @@ def main() -> int:
                 "sec@example.com", ["security-leads"], ttl=86400, tenant="acme"
             ),
         }
-        example = (
-            DYNAMODB_BOTO3.format(url=url, token=tokens["support"])
-            if dynamo
-            else boto3_example(url, tokens["support"])
-        )
-        (RUN_DIR / "boto3_example.py").write_text(example)
-        cmds = dynamodb_commands(url) if dynamo else commands(url)
-        marker = "[REDACTED:AWS_ACCESS_KEY_ID]" if dynamo else "[REDACTED:api-key]"
+        if not langfuse:
+            example = (
+                DYNAMODB_BOTO3.format(url=url, token=tokens["support"])
+                if dynamo
+                else boto3_example(url, tokens["support"])
+            )
+            (RUN_DIR / "boto3_example.py").write_text(example)
+        if langfuse:
+            cmds, marker = langfuse_commands(url), None
+        elif dynamo:
+            cmds, marker = dynamodb_commands(url), "[REDACTED:AWS_ACCESS_KEY_ID]"
+        else:
+            cmds, marker = commands(url), "[REDACTED:api-key]"
         print(f"\ntracegate is listening at {url} (config: {config.relative_to(REPO)})")
         if args.web:
             print(f"mitmweb UI: {mitmweb_url(log, web_port)}")
@@ -347,17 +406,18 @@ def main() -> int:
         for description, command, _ in cmds:
             print(f"# {description}\n{command}\n")
         ask, listing, approve = approval_walkthrough(url, admin)
-        if not dynamo:
+        if args.store == "s3":
             print_walkthrough(ask, listing, approve)
-        print("# boto3 (the token goes in X-Tracegate-Token; see the file):")
-        print(f".venv/bin/python {(RUN_DIR / 'boto3_example.py').relative_to(REPO)}\n")
+        if marker is not None:
+            print("# boto3 (the token goes in X-Tracegate-Token; see the file):")
+            print(f".venv/bin/python {(RUN_DIR / 'boto3_example.py').relative_to(REPO)}\n")
         audit = (RUN_DIR / "audit.sqlite3").relative_to(REPO)
         query = "select ts, subject, role, decision, reason from flows"
         print(f"# who read what:\nsqlite3 {audit} '{query}'\n")
         print(f"gateway log: {log.relative_to(REPO)}\n")
         print("checking the commands above:")
         ok = check(cmds, tokens, marker)
-        if not dynamo:
+        if args.store == "s3":
             ok &= check_approval(url, admin, token_env(tokens))
         if args.check:
             return 0 if ok else 1
