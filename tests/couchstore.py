@@ -8,9 +8,7 @@ scripts/ensure-pouchdb.sh (run by `make test`, and here when it is missing).
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
 import socket
 import subprocess
 import tempfile
@@ -21,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from tracegate.demo.store import free_port
+from tracegate.demo.store import free_port, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER = REPO / "tests" / "pouchdb" / "node_modules" / ".bin" / "pouchdb-server"
@@ -97,13 +95,8 @@ class LocalCouch:
             assert all(row.get("ok") for row in answer.json()), answer.text
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
         if self._workdir is not None:
             self._workdir.cleanup()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import secrets
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +18,7 @@ import httpx
 
 from tracegate.demo import setup
 from tracegate.demo.setup import write_config
-from tracegate.demo.store import Store, free_port
+from tracegate.demo.store import Store, free_port, stop_process
 
 __all__ = [
     "ANALYST_FIELDS",
@@ -150,14 +148,7 @@ class GatewayProcess:
     def stop(self) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, timeout=15)
 
 
 def audit_rows(path: Path, **where: Any) -> list[dict[str, Any]]:

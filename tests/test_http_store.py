@@ -383,3 +383,15 @@ def test_a_store_error_keeps_only_short_text_under_its_error_keys(tmp_path, monk
     result = answer(http_store, exchange, error, status=404)
     assert result.status == 404
     assert json.loads(result.body) == {"error": "not_found", "reason": "x" * 200}
+
+
+def test_a_document_path_inside_another_document_is_masked_with_it(tmp_path, monkeypatch):
+    def nested(data):
+        route(data, 2)["documents"] = ["$", "$.messages[*]"]
+
+    http_store = store(tmp_path, monkeypatch, nested)
+    exchange = exchange_for(http_store, "GET", "/traces/acme:1")
+    doc = {"_id": "acme:1", "tenant": "acme", "messages": [{"content": "mail a@b.co"}]}
+    served = json.loads(answer(http_store, exchange, doc).body)
+    assert served["messages"][0]["content"].startswith("mail [EMAIL:")
+    assert exchange.report.documents == 1

@@ -1,18 +1,23 @@
 """Throughput and latency: direct to the store, through plain mitmdump, through tracegate.
 
-All three run side by side in one process tree on loopback, against the same moto S3 and the
-same small trace, with the same client (httpx, keep-alive, N concurrent workers):
+All three run side by side in one process tree on loopback, against the same store and the
+same request, with the same client (httpx, keep-alive, N concurrent workers):
 
     .venv/bin/python scripts/bench/gateway.py [--requests 1500] [--concurrency 8]
+    .venv/bin/python scripts/bench/gateway.py --store langfuse   # an `http` store (route map)
 
-Direct and plain-mitmdump requests carry a SigV4 signature made once up front (the store does
-not refuse a repeated signature); tracegate requests carry a bearer token and the gateway signs.
+S3: one small trace from moto; direct and plain-mitmdump requests carry a SigV4 signature made
+once up front (the store does not refuse a repeated signature). Langfuse: a page of 20 traces
+with their observations from the Langfuse-shaped server in its own process; direct and
+plain-mitmdump requests carry the project's key pair. tracegate requests carry a bearer token
+and the gateway signs or injects its own credentials (and filters the page to one tenant).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import re
 import signal
@@ -32,11 +37,13 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "addons"))
 
 from tracegate.demo.issuer import TokenIssuer  # noqa: E402
-from tracegate.demo.setup import gateway_env, write_config  # noqa: E402
-from tracegate.demo.store import LocalS3  # noqa: E402
+from tracegate.demo.langfuse import LocalLangfuse  # noqa: E402
+from tracegate.demo.setup import LANGFUSE_EXAMPLE, gateway_env, write_config  # noqa: E402
+from tracegate.demo.store import LocalS3, free_port  # noqa: E402
 from tracegate.demo.traces import sample_objects  # noqa: E402
 
 KEY = "traces/team-a/tr-a001.json"
+LANGFUSE_PAGE = "/api/public/traces?limit=20&page=1"
 BIN = Path(sys.executable).parent
 LISTENING = re.compile(r"listening at [\d.]+:(\d+)")
 
@@ -154,21 +161,45 @@ def token_throughput(issuer: TokenIssuer, seconds: float = 1.0) -> tuple[float, 
     return cached, uncached
 
 
+def start_langfuse(work: Path) -> tuple[LocalLangfuse, subprocess.Popen]:
+    """The Langfuse-shaped API in a process of its own, so it does not share the client's GIL."""
+    api = LocalLangfuse(port=free_port())
+    argv = [sys.executable, "-m", "tracegate.demo.langfuse", "--port", str(api.port)]
+    argv += ["--public-key", api.public_key, "--secret-key", api.secret_key]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "addons"))
+    process, _ = start_proxy(argv, env, work / "langfuse.log")
+    return api, process
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=600, help="per target and round")
     parser.add_argument("--rounds", type=int, default=3, help="targets alternate each round")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--store", choices=["s3", "langfuse"], default="s3")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tracegate-bench-"))
-    store = LocalS3().start(log=work / "moto.log")
     issuer = TokenIssuer()
     processes: list[subprocess.Popen] = []
+    store: LocalS3 | LocalLangfuse | None = None
     try:
-        store.seed(sample_objects())
+        if args.store == "langfuse":
+            store, server = start_langfuse(work)
+            processes.append(server)
+            path, template = LANGFUSE_PAGE, LANGFUSE_EXAMPLE
+            pair = base64.b64encode(f"{store.public_key}:{store.secret_key}".encode()).decode()
+            store_headers = {"authorization": f"Basic {pair}"}
+            what = "a page of 14 Langfuse traces (tracegate serves the 7 of one tenant, masked)"
+        else:
+            store = LocalS3()
+            store.start(log=work / "moto.log")
+            store.seed(sample_objects())
+            path, template = f"/traces/{KEY}", None
+            store_headers = signed_headers(store, f"{store.endpoint}{path}")
+            what = "one masked trace"
         issuer.serve()
-        write_config(work / "config.yaml", store, issuer, work / "audit.sqlite3")
-        assert store.gateway_keys is not None
+        extra = {"template": template} if template else {}
+        write_config(work / "config.yaml", store, issuer, work / "audit.sqlite3", **extra)
         env = gateway_env(store, "bench-hash-key")
         common = ["--mode", f"reverse:{store.endpoint}", "--listen-host", "127.0.0.1"]
         common += ["--listen-port", "0", "--set", "flow_detail=0"]
@@ -187,15 +218,13 @@ def main() -> int:
             work / "tracegate.log",
         )
         processes.append(gated)
-        direct_url = f"{store.endpoint}/traces/{KEY}"
-        signed = signed_headers(store, direct_url)
-        token = issuer.token("bench", ["support-engineers"])
+        token = issuer.token("bench", ["support-engineers"], tenant="acme")
         targets = [
-            ("direct to the store", direct_url, signed, None),
-            ("plain mitmdump", f"http://127.0.0.1:{plain_port}/traces/{KEY}", signed, plain.pid),
+            ("direct to the store", f"{store.endpoint}{path}", store_headers, None),
+            ("plain mitmdump", f"http://127.0.0.1:{plain_port}{path}", store_headers, plain.pid),
             (
                 "tracegate (mitmdump -s)",
-                f"http://127.0.0.1:{gated_port}/traces/{KEY}",
+                f"http://127.0.0.1:{gated_port}{path}",
                 {"authorization": f"Bearer {token}"},
                 gated.pid,
             ),
@@ -213,8 +242,8 @@ def main() -> int:
         baseline = results["plain mitmdump"]["rps"]
         size = len(httpx.get(targets[2][1], headers=targets[2][2]).content)
         print(
-            f"\nmedian of {args.rounds} interleaved rounds of {args.requests} GETs of one "
-            f"{size}-byte masked trace, "
+            f"\nmedian of {args.rounds} interleaved rounds of {args.requests} GETs of {what} "
+            f"({size} bytes served by tracegate), "
             f"{args.concurrency} concurrent keep-alive connections, loopback, "
             f"{os.cpu_count()} cores"
         )
@@ -238,7 +267,8 @@ def main() -> int:
         for process in processes:
             stop(process)
         issuer.stop()
-        store.stop()
+        if isinstance(store, LocalS3):
+            store.stop()
 
 
 if __name__ == "__main__":

@@ -161,3 +161,28 @@ def _page(rows: list[dict[str, Any]], query: dict[str, str]) -> tuple[int, Any]:
         "totalPages": math.ceil(len(rows) / limit),
     }
     return 200, {"data": rows[start : start + limit], "meta": meta}
+
+
+def main() -> None:
+    """`python -m tracegate.demo.langfuse --port N --public-key PK --secret-key SK`: serve in
+    a process of its own (the benchmark keeps the server out of its client's interpreter)."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--public-key", required=True)
+    parser.add_argument("--secret-key", required=True)
+    args = parser.parse_args()
+    api = LocalLangfuse(public_key=args.public_key, secret_key=args.secret_key, port=args.port)
+    api.start()
+    print(f"langfuse-shaped API listening at 127.0.0.1:{api.port}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        api.stop()
+
+
+if __name__ == "__main__":
+    main()

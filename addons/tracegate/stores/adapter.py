@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Protocol
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     import httpx
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from tracegate.denial import Denial
     from tracegate.exchange import ClientResponse, Exchange, IncomingRequest, UpstreamRequest
     from tracegate.masking import Masker
+    from tracegate.stores.sigv4 import UpstreamSigner
 
 
 class Access(Protocol):
@@ -53,6 +55,11 @@ class StoreAdapter(ABC):
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
+        endpoint = urlsplit(config.upstream.endpoint)
+        self._scheme = endpoint.scheme
+        self._host = endpoint.hostname or ""
+        self._port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+        self._netloc = endpoint.netloc
 
     @abstractmethod
     def parse(self, request: IncomingRequest) -> Access:
@@ -88,3 +95,22 @@ class StoreAdapter(ABC):
     @abstractmethod
     async def readiness(self, client: httpx.AsyncClient) -> tuple[bool, str]:
         """Whether the store answers the gateway's credentials, with a line saying so."""
+
+
+class SignedStoreAdapter(StoreAdapter):
+    """An AWS store: every request is signed with SigV4 for the adapter's kind (its service)."""
+
+    def __init__(self, config: GatewayConfig, signer: UpstreamSigner) -> None:
+        super().__init__(config)
+        self.signer = signer
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> SignedStoreAdapter:
+        from tracegate.config import HttpUpstreamConfig
+        from tracegate.stores.credentials import load_credentials
+        from tracegate.stores.sigv4 import UpstreamSigner
+
+        upstream = config.upstream
+        assert not isinstance(upstream, HttpUpstreamConfig)
+        credentials = load_credentials(upstream.credentials)
+        return cls(config, UpstreamSigner(credentials, upstream.region, cls.kind))

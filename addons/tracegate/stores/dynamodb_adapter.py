@@ -7,21 +7,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from tracegate.config import DynamoUpstreamConfig
 from tracegate.denial import Denial, gateway_failure
 from tracegate.exchange import ClientResponse, Exchange, IncomingRequest, UpstreamRequest
 from tracegate.stores import dynamodb
-from tracegate.stores.adapter import StoreAdapter
-from tracegate.stores.credentials import load_credentials
-from tracegate.stores.sigv4 import UpstreamSigner
+from tracegate.stores.adapter import SignedStoreAdapter
 
 if TYPE_CHECKING:
     import httpx
 
     from tracegate.config import GatewayConfig
     from tracegate.masking import Masker
+    from tracegate.stores.sigv4 import UpstreamSigner
 
 
 @dataclass(frozen=True)
@@ -30,26 +28,13 @@ class ScopedRead:
     partition_value: Any = None  # the typed value returned rows must have
 
 
-class DynamoStore(StoreAdapter):
+class DynamoStore(SignedStoreAdapter):
     kind = "dynamodb"
 
     def __init__(self, config: GatewayConfig, signer: UpstreamSigner) -> None:
-        super().__init__(config)
+        super().__init__(config, signer)
         assert isinstance(config.upstream, DynamoUpstreamConfig)
         self.upstream = config.upstream
-        self.signer = signer
-        endpoint = urlsplit(self.upstream.endpoint)
-        self._scheme = endpoint.scheme
-        self._host = endpoint.hostname or ""
-        self._port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-        self._netloc = endpoint.netloc
-
-    @classmethod
-    def from_config(cls, config: GatewayConfig) -> DynamoStore:
-        upstream = config.upstream
-        assert isinstance(upstream, DynamoUpstreamConfig)
-        credentials = load_credentials(upstream.credentials)
-        return cls(config, UpstreamSigner(credentials, upstream.region, "dynamodb"))
 
     def parse(self, request: IncomingRequest) -> dynamodb.DynamoAccess:
         return dynamodb.parse_request(

@@ -263,12 +263,16 @@ class DocumentFields(Mapping[str, Any]):
 
 
 def document_paths(route: CompiledRoute, answer: Any) -> list[Path]:
-    """Where the route's documents are in this answer, each once, in document order."""
-    seen: dict[Path, None] = {}
-    for expression in route.documents:
-        for path in expression.paths(answer):
-            seen.setdefault(path, None)
-    return list(seen)
+    """Where the route's documents are in this answer, each once; a match inside another
+    document is part of that document (masked with it), not a document of its own."""
+    found = sorted(
+        {path for expression in route.documents for path in expression.paths(answer)}, key=len
+    )
+    outermost: list[Path] = []
+    for path in found:
+        if not any(path[: len(outer)] == outer for outer in outermost):
+            outermost.append(path)
+    return outermost
 
 
 def get(document: Any, path: Path) -> Any:

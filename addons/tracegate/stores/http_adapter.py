@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from tracegate.config import (
     ConfigError,
@@ -59,11 +59,6 @@ class HttpStore(StoreAdapter):
         self.routes = http.RouteMap(config.upstream.routes, config.upstream.max_request_body_bytes)
         self._auth_headers = auth_headers
         self.secret_headers = (*StoreAdapter.secret_headers, *auth_headers)
-        endpoint = urlsplit(self.upstream.endpoint)
-        self._scheme = endpoint.scheme
-        self._host = endpoint.hostname or ""
-        self._port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-        self._netloc = endpoint.netloc
         # Outside the documents (list envelopes, paging metadata) only detectors run, and
         # only redact, so no path shifts under the documents put back afterwards.
         self._envelope_maskers: dict[tuple[str, str], Masker] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from tracegate.config import UpstreamConfig
 from tracegate.content import document_kind
@@ -14,15 +14,14 @@ from tracegate.exchange import JSON, ClientResponse, Exchange, IncomingRequest, 
 from tracegate.exchange import json_error as json_error_body
 from tracegate.masking import BodyError
 from tracegate.stores import s3
-from tracegate.stores.adapter import StoreAdapter
-from tracegate.stores.credentials import load_credentials
-from tracegate.stores.sigv4 import UpstreamSigner
+from tracegate.stores.adapter import SignedStoreAdapter
 
 if TYPE_CHECKING:
     import httpx
 
     from tracegate.config import GatewayConfig
     from tracegate.masking import Masker
+    from tracegate.stores.sigv4 import UpstreamSigner
 
 
 @dataclass(frozen=True)
@@ -34,26 +33,13 @@ class ObjectConditions:
     if_none_match: str | None = None
 
 
-class S3Store(StoreAdapter):
+class S3Store(SignedStoreAdapter):
     kind = "s3"
 
     def __init__(self, config: GatewayConfig, signer: UpstreamSigner) -> None:
-        super().__init__(config)
+        super().__init__(config, signer)
         assert isinstance(config.upstream, UpstreamConfig)
         self.upstream = config.upstream
-        self.signer = signer
-        endpoint = urlsplit(self.upstream.endpoint)
-        self._scheme = endpoint.scheme
-        self._host = endpoint.hostname or ""
-        self._port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-        self._netloc = endpoint.netloc
-
-    @classmethod
-    def from_config(cls, config: GatewayConfig) -> S3Store:
-        upstream = config.upstream
-        assert isinstance(upstream, UpstreamConfig)
-        credentials = load_credentials(upstream.credentials)
-        return cls(config, UpstreamSigner(credentials, upstream.region, "s3"))
 
     def parse(self, request: IncomingRequest) -> s3.Access:
         return s3.parse_request(request.method, request.path, request.query, self.upstream.bucket)
