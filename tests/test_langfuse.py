@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.harness import GatewayProcess, audit_rows, gateway_env, write_config
+from tests.harness import BIN, GatewayProcess, audit_rows, gateway_env, write_config
 from tracegate.demo.langfuse import LocalLangfuse
 from tracegate.demo.setup import LANGFUSE_EXAMPLE
 from tracegate.demo.traces import PLANTED_API_KEY
@@ -298,3 +300,28 @@ def test_a_missing_store_secret_stops_start_up_naming_it(tmp_path, langfuse, iss
         "upstream.auth.password: environment variable TRACEGATE_LANGFUSE_SECRET_KEY is not set"
         in gateway.log()
     )
+
+
+def test_an_auditor_sees_exactly_what_was_served(gateway, tokens, langfuse):
+    served = get(gateway, tokens["acme_support"], "/api/public/traces/lf-acme-004")
+    flow_id = served.headers["x-tracegate-flow"]
+    database = gateway.workdir / "audit.sqlite3"
+    deadline = time.monotonic() + 10
+    while not audit_rows(database, flow_id=flow_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    def replay(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(BIN / "tracegate"), "audit", "replay", str(database), flow_id, *extra],
+            capture_output=True,
+            text=True,
+            env=gateway_env(langfuse),
+            timeout=60,
+        )
+
+    shown = replay()
+    assert shown.returncode == 0 and served.text in shown.stdout
+    again = replay("--against-store", "--policy", str(gateway.config))
+    assert again.returncode != 0
+    assert again.stderr.strip().count("\n") == 0
+    assert "replay against the store is available for S3 stores, not http" in again.stderr
