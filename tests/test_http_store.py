@@ -383,6 +383,9 @@ def test_a_store_error_keeps_only_short_text_under_its_error_keys(tmp_path, monk
     result = answer(http_store, exchange, error, status=404)
     assert result.status == 404
     assert json.loads(result.body) == {"error": "not_found", "reason": "x" * 200}
+    leaky = {"error": "bad_request", "reason": "no user dana.reyes@example.com"}
+    served = json.loads(answer(http_store, exchange, leaky, status=400).body)
+    assert served["error"] == "bad_request" and "dana.reyes@example.com" not in served["reason"]
 
 
 def test_a_document_path_inside_another_document_is_masked_with_it(tmp_path, monkeypatch):

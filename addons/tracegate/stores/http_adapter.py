@@ -160,12 +160,11 @@ class HttpStore(StoreAdapter):
         if 300 <= status < 400:
             raise gateway_failure(f"the store answered {status} (redirects are not followed)")
         if status >= 400:
-            return ClientResponse(
-                status,
-                self._store_error(status, body),
-                {**own, "content-type": JSON},
-                replace_headers=True,
-            )
+            error = self._store_error(status, body)
+            envelope = self._envelope_maskers[(grant.role, grant.purpose)]
+            error = envelope.mask_document(error, exchange.report)  # "no user a@b.example"
+            out = json.dumps(error).encode()
+            return ClientResponse(status, out, {**own, "content-type": JSON}, replace_headers=True)
         if status == 204 or not body:
             return ClientResponse(status, b"", own, replace_headers=True)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
@@ -244,7 +243,7 @@ class HttpStore(StoreAdapter):
                 return f"its {attribute} is not yours"
         return None
 
-    def _store_error(self, status: int, body: bytes) -> bytes:
+    def _store_error(self, status: int, body: bytes) -> dict[str, Any]:
         """The store's own error object, reduced to short text under the listed keys."""
         try:
             error = json.loads(body)
@@ -260,7 +259,7 @@ class HttpStore(StoreAdapter):
                     kept[key] = value
         if not kept:
             kept = {"error": "store_error", "reason": f"the store answered {status}"}
-        return json.dumps(kept).encode()
+        return kept
 
     def error_body(self, exchange: Exchange, denial: Denial) -> tuple[bytes, dict[str, str]]:
         return json_error(denial, exchange.flow_id), {"content-type": JSON}
