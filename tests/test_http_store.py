@@ -141,6 +141,12 @@ def route(data, n=0) -> dict:
             "upstream.auth: value is not a setting for scheme 'basic'",
         ),
         (
+            lambda d: d["upstream"].update(
+                auth={"scheme": "header", "header": "Host", "value": {"env": "X"}}
+            ),
+            "upstream.auth: header 'Host' is set by the gateway itself",
+        ),
+        (
             lambda d: d["upstream"]["auth"].update(password={"env": "A", "file": "/b"}),
             "upstream.auth.password: set exactly one of env: NAME or file: PATH",
         ),
@@ -179,6 +185,7 @@ def route(data, n=0) -> dict:
         "duplicate-operation",
         "basic-without-password",
         "value-with-basic",
+        "gateway-header",
         "two-sources",
         "scope-unknown-operation",
         "scope-tables",

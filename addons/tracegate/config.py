@@ -220,6 +220,11 @@ class SecretSource(Strict):
         return self
 
 
+_GATEWAY_HEADERS = frozenset(
+    {"host", "accept", "accept-encoding", "content-type", "content-length", "connection"}
+)
+
+
 class HttpAuthConfig(Strict):
     """How the gateway authenticates to an HTTP store: HTTP basic or one header it sets."""
 
@@ -241,11 +246,13 @@ class HttpAuthConfig(Strict):
                 raise ValueError(f"{name} is not a setting for scheme {self.scheme!r}")
         if not re.match(r"^[A-Za-z0-9-]+$", self.header):
             raise ValueError(f"header {self.header!r} is not a header name")
+        if self.header.lower() in _GATEWAY_HEADERS:
+            raise ValueError(f"header {self.header!r} is set by the gateway itself")
         return self
 
 
 _ROUTE_PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-_TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
+TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")  # {name} in resource templates
 
 
 class QueryParamRule(Strict):
@@ -316,12 +323,12 @@ class RouteConfig(Strict):
             if name not in names and name not in self.query:
                 raise ValueError(f"claims.{name}: not a path or query parameter of this route")
         fixed = set(names) | {n for n, rule in self.query.items() if rule.required}
-        for name in _TEMPLATE_FIELD.findall(self.resource):
+        for name in TEMPLATE_FIELD.findall(self.resource):
             if name not in fixed:
                 raise ValueError(
                     f"resource: {{{name}}} is not a path parameter or required query parameter"
                 )
-        for name in _TEMPLATE_FIELD.findall(self.document_resource or ""):
+        for name in TEMPLATE_FIELD.findall(self.document_resource or ""):
             if name not in fixed and not name.startswith("doc."):
                 raise ValueError(
                     f"document_resource: {{{name}}} is neither a parameter nor a {{doc.field}}"

@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
-from tracegate.config import RouteConfig
+from tracegate.config import TEMPLATE_FIELD, RouteConfig
 from tracegate.denial import bad_request, forbidden
 from tracegate.masking.paths import CompiledPath, Path, compile_path
 
 _DOUBLE_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
-_TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
 DEFAULT_PARAM = "[^/]+"
 
 
@@ -229,7 +228,7 @@ def render(template: str, fields: Mapping[str, Any]) -> str:
             raise KeyError(match.group(1))
         return str(found)
 
-    return _TEMPLATE_FIELD.sub(value, template)
+    return TEMPLATE_FIELD.sub(value, template)
 
 
 def field_value(document: Any, dotted: str) -> Any:
