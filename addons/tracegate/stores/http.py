@@ -125,11 +125,16 @@ class RouteMap:
         document = self._body(config, body)
         fields = {**checked, **path_params}
         resource = render(config.resource, fields)
-        if config.document_resource is None:
-            return HttpAccess(
-                config.operation, route, resource, None, path_params, checked, document
-            )
-        return HttpAccess(config.operation, route, None, resource, path_params, checked, document)
+        single = config.document_resource is None  # else a list: documents placed one by one
+        return HttpAccess(
+            config.operation,
+            route,
+            key=resource if single else None,
+            prefix=None if single else resource,
+            path_params=path_params,
+            query=checked,
+            body=document,
+        )
 
     def _body(self, config: RouteConfig, body: bytes) -> dict[str, Any] | None:
         if config.body == "none":
