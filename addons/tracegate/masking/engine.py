@@ -7,6 +7,7 @@ first (everything not listed is dropped), then each mask rule on what remains.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
 import hmac
@@ -65,6 +66,16 @@ class Masker:
         )
 
     # -- documents -------------------------------------------------------------------
+
+    @functools.cached_property
+    def _envelope(self) -> TextMasker:
+        return self._text.redacting_only()
+
+    def mask_envelope(self, document: Any, report: MaskReport) -> Any:
+        """Only the detectors, redacting: for what surrounds the trace documents of an answer
+        (paging metadata, warnings, error messages), which keeps its shape."""
+        with _gc_paused():
+            return self._envelope.mask(document, report)
 
     def mask_document(self, document: Any, report: MaskReport) -> Any:
         # The walk allocates many small objects while the whole document is alive; the cyclic

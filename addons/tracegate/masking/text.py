@@ -13,6 +13,7 @@ inside the embedded document appears, exactly as parsed, in its unescaped text.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import json
@@ -95,6 +96,13 @@ class TextMasker:
         self._hash_key = hash_key
         if hash_key is None and "hash" in self.actions.values():
             raise ValueError("hash actions need a hash key")
+
+    def redacting_only(self) -> TextMasker:
+        """The same detectors and compiled scanner, every action `redact`: for text around
+        documents, where a `drop` would move what is put back afterwards."""
+        twin = copy.copy(self)
+        twin.actions = dict.fromkeys(self.actions, "redact")
+        return twin
 
     def mask(self, document: Any, report: MaskReport) -> Any:
         """Mask in batches of whole sub-documents (each trace of a list, each top-level key),

@@ -13,10 +13,7 @@ from urllib.parse import quote, urlencode
 
 from tracegate.config import (
     ConfigError,
-    DetectorPolicy,
-    FieldPolicy,
     HttpUpstreamConfig,
-    ScopeConfig,
     SecretSource,
 )
 from tracegate.denial import Denial, forbidden, gateway_failure
@@ -28,7 +25,6 @@ from tracegate.exchange import (
     UpstreamRequest,
     json_error,
 )
-from tracegate.masking import Masker
 from tracegate.stores import http
 from tracegate.stores.adapter import StoreAdapter
 from tracegate.stores.s3 import key_in_scope
@@ -37,6 +33,7 @@ if TYPE_CHECKING:
     import httpx
 
     from tracegate.config import GatewayConfig
+    from tracegate.masking import Masker
 
 MAX_ERROR_TEXT = 200
 
@@ -59,12 +56,6 @@ class HttpStore(StoreAdapter):
         self.routes = http.RouteMap(config.upstream.routes, config.upstream.max_request_body_bytes)
         self._auth_headers = auth_headers
         self.secret_headers = (*StoreAdapter.secret_headers, *auth_headers)
-        # Outside the documents (list envelopes, paging metadata) only detectors run, and
-        # only redact, so no path shifts under the documents put back afterwards.
-        self._envelope_maskers: dict[tuple[str, str], Masker] = {}
-        for role_name, role in config.roles.items():
-            for purpose, scope in role.scopes.items():
-                self._envelope_maskers[(role_name, purpose)] = Masker(_envelope_scope(scope), None)
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> HttpStore:
@@ -161,8 +152,7 @@ class HttpStore(StoreAdapter):
             raise gateway_failure(f"the store answered {status} (redirects are not followed)")
         if status >= 400:
             error = self._store_error(status, body)
-            envelope = self._envelope_maskers[(grant.role, grant.purpose)]
-            error = envelope.mask_document(error, exchange.report)  # "no user a@b.example"
+            error = masker.mask_envelope(error, exchange.report)  # "no user a@b.example"
             out = json.dumps(error).encode()
             return ClientResponse(status, out, {**own, "content-type": JSON}, replace_headers=True)
         if status == 204 or not body:
@@ -199,8 +189,7 @@ class HttpStore(StoreAdapter):
         for path in paths:  # take each document out, so the envelope is masked without them
             documents.append(http.get(answer, path))
             answer = http.put(answer, path, None)
-        envelope = self._envelope_maskers[(grant.role, grant.purpose)]
-        answer = envelope.mask_document(answer, report)
+        answer = masker.mask_envelope(answer, report)
         removed: set[tuple[str | int, ...]] = set()
         for path, document in zip(paths, documents, strict=True):
             why = self._outside(route.document_resource, params, grant.prefixes, read, document)
@@ -291,10 +280,3 @@ def _secret(source: SecretSource, where: str) -> str:
     if not value:
         raise ConfigError(f"{where}: {source.file} is empty")
     return value
-
-
-def _envelope_scope(scope: ScopeConfig) -> ScopeConfig:
-    detectors = DetectorPolicy(
-        run=scope.detectors.run, reveal_secrets=scope.detectors.reveal_secrets
-    )
-    return scope.model_copy(update={"fields": FieldPolicy(), "masks": [], "detectors": detectors})
