@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from mitmproxy import http
 
 from tracegate.exchange import ClientResponse, IncomingRequest, UpstreamRequest
-from tracegate.stores.sigv4 import CLIENT_AUTH_HEADERS
+from tracegate.stores.sigv4 import CLIENT_AUTH_HEADERS, SIGNING_HEADERS
 
 
 def incoming(flow: http.HTTPFlow) -> IncomingRequest:
@@ -36,13 +36,10 @@ def strip_credentials(flow: http.HTTPFlow, identity_headers: Iterable[str]) -> N
         flow.request.headers.pop(name, None)
 
 
-SIGNING_HEADERS = ("authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token")
-
-
 def hide_upstream_signature(flow: http.HTTPFlow, names: Iterable[str] = SIGNING_HEADERS) -> None:
     """Once the store has been asked, drop the gateway's credentials from the flow: mitmweb and
     saved flows must not hold a signature or key someone could replay against the store."""
-    for name in {*SIGNING_HEADERS, *names}:
+    for name in names:
         flow.request.headers.pop(name, None)
 
 

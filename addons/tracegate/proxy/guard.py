@@ -56,8 +56,10 @@ class Guard:
 
     @staticmethod
     def _hide_credentials(flow: http.HTTPFlow, state: FlowState | None) -> None:
-        names = state.gateway.store.secret_headers if state else ()
-        flowbridge.hide_upstream_signature(flow, names)
+        if state is None:  # no gateway (lockdown): still never keep a signature
+            flowbridge.hide_upstream_signature(flow)
+        else:
+            flowbridge.hide_upstream_signature(flow, state.gateway.store.secret_headers)
 
     async def _record(self, flow: http.HTTPFlow, denial: Denial) -> None:
         if self.runtime.audit is None:

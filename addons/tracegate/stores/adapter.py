@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Protocol
 from urllib.parse import urlsplit
 
+from tracegate.stores.sigv4 import SIGNING_HEADERS
+
 if TYPE_CHECKING:
     import httpx
 
@@ -46,12 +48,7 @@ class Access(Protocol):
 class StoreAdapter(ABC):
     kind: ClassVar[str]
     # Request headers that carry the gateway's own credentials: hidden from the flow once sent.
-    secret_headers: ClassVar[tuple[str, ...]] = (
-        "authorization",
-        "x-amz-date",
-        "x-amz-content-sha256",
-        "x-amz-security-token",
-    )
+    secret_headers: ClassVar[tuple[str, ...]] = SIGNING_HEADERS
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config

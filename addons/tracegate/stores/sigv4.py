@@ -24,6 +24,8 @@ CLIENT_AUTH_HEADERS = frozenset(
         "expect",
     }
 )
+# What a signed request carries that could be replayed against the store.
+SIGNING_HEADERS = ("authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token")
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
