@@ -9,17 +9,15 @@ scripts/ensure-pouchdb.sh (run by `make test`, and here when it is missing).
 from __future__ import annotations
 
 import secrets
-import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tracegate.demo.store import free_port, stop_process
+from tracegate.demo.store import free_port, stop_process, wait_until_listening
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER = REPO / "tests" / "pouchdb" / "node_modules" / ".bin" / "pouchdb-server"
@@ -58,17 +56,7 @@ class LocalCouch:
         )
         if log:
             out.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"pouchdb-server exited with {self.process.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("pouchdb-server did not start within 60 s")
+        wait_until_listening(self.process, self.port, "pouchdb-server", timeout=60)
         self._set_up()
         return self
 

@@ -28,6 +28,7 @@ __all__ = [
     "audit_rows",
     "gateway_env",
     "held_flow",
+    "store_gateway",
     "web_session",
     "write_config",
 ]
@@ -45,6 +46,29 @@ ANALYST_FIELDS = {"trace_id", "team", "created_at", "model", "latency_ms", "usag
 def gateway_env(store: Store, **extra: str) -> dict[str, str]:
     """The gateway's environment with the tests' fixed hash key."""
     return setup.gateway_env(store, HASH_KEY, **extra)
+
+
+def store_gateway(
+    workdir: Path,
+    store: Store,
+    issuer: Any,
+    template: Path,
+    how: str = "script",
+    env_extra: dict[str, str] | None = None,
+    **overrides: Any,
+) -> GatewayProcess:
+    """A gateway (not started yet) in front of a local store, configured from `template`
+    (a rules/*.yaml file), with its audit file in `workdir`."""
+    config = write_config(
+        workdir / "config.yaml",
+        store,
+        issuer,
+        workdir / "audit.sqlite3",
+        template=template,
+        **overrides,
+    )
+    env = gateway_env(store, **(env_extra or {}))
+    return GatewayProcess(config=config, env=env, how=how, workdir=workdir, upstream=store.endpoint)
 
 
 @dataclass

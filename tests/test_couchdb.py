@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.couchstore import LocalCouch
-from tests.harness import GatewayProcess, audit_rows, gateway_env, web_session, write_config
+from tests.harness import GatewayProcess, audit_rows, store_gateway, web_session
 from tracegate.demo.setup import COUCHDB_EXAMPLE
 from tracegate.demo.traces import PLANTED_API_KEY, PLANTED_CARD, couch_documents
 
@@ -35,17 +35,7 @@ def couch(tmp_path_factory) -> Iterator[LocalCouch]:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, couch, issuer) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("couchdb-gateway")
-    config = write_config(
-        workdir / "config.yaml",
-        couch,
-        issuer,
-        workdir / "audit.sqlite3",
-        template=COUCHDB_EXAMPLE,
-    )
-    process = GatewayProcess(
-        config=config, env=gateway_env(couch), workdir=workdir, upstream=couch.endpoint
-    )
-    process.start()
+    process = store_gateway(workdir, couch, issuer, COUCHDB_EXAMPLE).start()
     try:
         yield process
     finally:
@@ -253,16 +243,7 @@ def test_readiness_reads_the_database_with_the_gateways_credentials(gateway):
 
 def test_mitmweb_never_shows_the_gateways_store_password(tmp_path, couch, issuer, tokens):
     """The flow keeps no Authorization once the store has answered: what mitmweb serves."""
-    config = write_config(
-        tmp_path / "config.yaml",
-        couch,
-        issuer,
-        tmp_path / "audit.sqlite3",
-        template=COUCHDB_EXAMPLE,
-    )
-    web = GatewayProcess(
-        config=config, env=gateway_env(couch), how="web", workdir=tmp_path, upstream=couch.endpoint
-    ).start()
+    web = store_gateway(tmp_path, couch, issuer, COUCHDB_EXAMPLE, how="web").start()
     try:
         response = call(web, tokens["acme_support"], "GET", "/traces/acme:tr-acme-003")
         assert response.status_code == 200

@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import aws_client
-from tests.harness import GatewayProcess, audit_rows, gateway_env, write_config
+from tests.harness import GatewayProcess, audit_rows, store_gateway
 from tracegate.demo.setup import DYNAMODB_EXAMPLE
 from tracegate.demo.store import LocalDynamo
 from tracegate.demo.traces import DYNAMO_SECRET, dynamodb_items
@@ -34,18 +34,13 @@ def dynamo(tmp_path_factory) -> Iterator[LocalDynamo]:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, dynamo, issuer) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("dynamodb-gateway")
-    config = write_config(
-        workdir / "config.yaml",
+    process = store_gateway(
+        workdir,
         dynamo,
         issuer,
-        workdir / "audit.sqlite3",
-        template=DYNAMODB_EXAMPLE,
+        DYNAMODB_EXAMPLE,
         **{"roles.support.scopes.debugging.approvals.0.wait_seconds": 1},
-    )
-    process = GatewayProcess(
-        config=config, env=gateway_env(dynamo), workdir=workdir, upstream=dynamo.endpoint
-    )
-    process.start()
+    ).start()
     try:
         yield process
     finally:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.harness import BIN, GatewayProcess, audit_rows, gateway_env, write_config
+from tests.harness import BIN, GatewayProcess, audit_rows, gateway_env, store_gateway
 from tracegate.demo.langfuse import LocalLangfuse
 from tracegate.demo.setup import LANGFUSE_EXAMPLE
 from tracegate.demo.traces import PLANTED_API_KEY
@@ -32,17 +32,8 @@ def langfuse() -> Iterator[LocalLangfuse]:
 
 
 def start_gateway(workdir, langfuse, issuer, env_extra=None, **overrides) -> GatewayProcess:
-    config = write_config(
-        workdir / "config.yaml",
-        langfuse,
-        issuer,
-        workdir / "audit.sqlite3",
-        template=LANGFUSE_EXAMPLE,
-        **overrides,
-    )
-    env = gateway_env(langfuse, **(env_extra or {}))
-    return GatewayProcess(
-        config=config, env=env, workdir=workdir, upstream=langfuse.endpoint
+    return store_gateway(
+        workdir, langfuse, issuer, LANGFUSE_EXAMPLE, env_extra=env_extra, **overrides
     ).start()
 
 
@@ -285,16 +276,8 @@ def test_wrong_store_credentials_fail_readiness_and_requests(tmp_path, langfuse,
 
 
 def test_a_missing_store_secret_stops_start_up_naming_it(tmp_path, langfuse, issuer):
-    config = write_config(
-        tmp_path / "config.yaml",
-        langfuse,
-        issuer,
-        tmp_path / "audit.sqlite3",
-        template=LANGFUSE_EXAMPLE,
-    )
-    env = gateway_env(langfuse)
-    del env["TRACEGATE_LANGFUSE_SECRET_KEY"]
-    gateway = GatewayProcess(config=config, env=env, workdir=tmp_path, upstream=langfuse.endpoint)
+    gateway = store_gateway(tmp_path, langfuse, issuer, LANGFUSE_EXAMPLE)
+    del gateway.env["TRACEGATE_LANGFUSE_SECRET_KEY"]
     gateway.start(expect_exit=True)
     assert (
         "upstream.auth.password: environment variable TRACEGATE_LANGFUSE_SECRET_KEY is not set"

@@ -57,6 +57,22 @@ def stop_process(process: subprocess.Popen, timeout: float = 10) -> int:
     return process.returncode
 
 
+def wait_until_listening(
+    process: subprocess.Popen, port: int, name: str, timeout: float = 30
+) -> None:
+    """Return once the process accepts connections on its loopback port; raise if it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{name} did not start within {timeout:g} s")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -102,17 +118,7 @@ class LocalS3:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {self.process.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("moto_server did not start within 30 s")
+        wait_until_listening(self.process, self.port, "moto_server", timeout=30)
         self.seeder_keys = self._user("tracegate-seeder", SEEDER_POLICY)
         self.gateway_keys = self._user("tracegate-gateway", self.gateway_policy())
         return self
