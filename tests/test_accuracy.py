@@ -1,4 +1,6 @@
-"""Recall and look-alike preservation on a labelled corpus (faker, fixed seed)."""
+"""Recall per type and look-alikes kept, on the labelled corpus (Faker in 14 locales, mimesis in
+12, provider token formats), at the numbers issue 13 set; `scripts/bench/accuracy.py` prints
+the same table."""
 
 from __future__ import annotations
 
@@ -8,59 +10,56 @@ from typing import Any
 
 import pytest
 
+from tests.corpus import CONTROL_KINDS, PERSONAL_KINDS, SECRET_KINDS, build_corpus
+from tests.corpus.measure import measure
 from tracegate.config import ScopeConfig
-from tracegate.demo.corpus import CONTROL_KINDS, PERSONAL_KINDS, SECRET_KINDS, build_corpus
 from tracegate.masking import Masker, MaskReport
 
-PER_KIND = 120
+PER_KIND = 80
+# Needed recall per personal type (issue 13); every other validated type: 98%.
+PERSONAL_RECALL = {"person_name": 0.90, "street_address": 0.85, "ipv4": 0.99}
+SECRET_RECALL = 0.995  # over all secrets; each type at least 98% on its own sample
+CONTROL_KEPT = 0.99
 
 
 @pytest.fixture(scope="module")
-def masked():
-    corpus = build_corpus(per_kind=PER_KIND)
-    masker = Masker(ScopeConfig(operations=["GetObject"], prefixes=[""]), b"accuracy-key")
-    outputs = []
-    for _, document in corpus.documents:
-        original = json.loads(json.dumps(document))
-        outputs.append((original, masker.mask_document(document, MaskReport())))
-    # Values can sit one or two JSON encodings deep (JSON inside a string inside JSON).
-    text = "\n".join(json.dumps(out, ensure_ascii=False) for _, out in outputs)
-    return corpus, outputs, rates(corpus, text)
+def corpus():
+    return build_corpus(per_kind=PER_KIND)
 
 
-def present(value: str, text: str) -> bool:
-    once = json.dumps(value, ensure_ascii=False)[1:-1]
-    twice = json.dumps(once, ensure_ascii=False)[1:-1]
-    return value in text or once in text or twice in text
+@pytest.fixture(scope="module")
+def masker():
+    return Masker(ScopeConfig(operations=["GetObject"], prefixes=[""]), b"accuracy-key")
 
 
-def rates(corpus, text) -> dict[str, float]:
-    total, good = Counter(), Counter()
-    for planted in corpus.planted:
-        total[planted.kind] += 1
-        survived = present(planted.value, text)
-        good[planted.kind] += survived if planted.is_control else not survived
-    return {kind: good[kind] / total[kind] for kind in total}
+@pytest.fixture(scope="module")
+def accuracy(corpus, masker):
+    return measure(corpus, lambda document: masker.mask_document(document, MaskReport()))
+
+
+def test_secrets_are_caught_at_99_5_percent_over_all_types(accuracy):
+    assert accuracy.category_rate(SECRET_KINDS) >= SECRET_RECALL, accuracy.missed
 
 
 @pytest.mark.parametrize("kind", SECRET_KINDS)
-def test_secret_recall_is_at_least_99_percent(masked, kind):
-    assert masked[2][kind] >= 0.99
+def test_every_secret_type_is_caught(accuracy, kind):
+    assert accuracy.rate(kind) >= 0.98, accuracy.missed.get(kind)
 
 
 @pytest.mark.parametrize("kind", PERSONAL_KINDS)
-def test_personal_data_recall_is_at_least_95_percent(masked, kind):
-    assert masked[2][kind] >= 0.95
+def test_personal_data_recall_per_type(accuracy, kind):
+    assert accuracy.rate(kind) >= PERSONAL_RECALL.get(kind, 0.98), accuracy.missed.get(kind)
 
 
 @pytest.mark.parametrize("kind", CONTROL_KINDS)
-def test_look_alike_controls_are_preserved_at_least_98_percent(masked, kind):
-    assert masked[2][f"control:{kind}"] >= 0.98
+def test_look_alikes_are_kept(accuracy, kind):
+    assert accuracy.rate(f"control:{kind}") >= CONTROL_KEPT, accuracy.missed.get(f"control:{kind}")
 
 
-def test_the_corpus_covers_every_shape_and_kind(masked):
-    corpus, _, _ = masked
+def test_the_corpus_covers_every_shape_placement_and_kind(corpus):
     assert {shape for shape, _ in corpus.documents} == {"otlp", "langfuse", "chat_line"}
+    placements = Counter(p.placement for p in corpus.planted if not p.is_control)
+    assert set(placements) == {"prose", "whole", "keyed", "json1", "json2"}
     kinds = Counter(p.kind for p in corpus.planted)
     assert all(kinds[k] == PER_KIND for k in SECRET_KINDS + PERSONAL_KINDS)
 
@@ -82,7 +81,8 @@ def shape(node: Any) -> Any:
     return type(node).__name__
 
 
-def test_masked_documents_keep_the_same_json_structure(masked):
-    _, outputs, _ = masked
-    for original, out in outputs:
+def test_masked_documents_keep_the_same_json_structure(corpus, masker):
+    for _, document in corpus.documents:
+        original = json.loads(json.dumps(document))
+        out = masker.mask_document(json.loads(json.dumps(document)), MaskReport())
         assert shape(out) == shape(original)

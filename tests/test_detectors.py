@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from tests.corpus import build_corpus
 from tracegate.config import DetectorPolicy, ScopeConfig
-from tracegate.demo.corpus import build_corpus
 from tracegate.detectors import ALL, BY_NAME
 from tracegate.detectors.scanner import Scanner
 from tracegate.masking import Masker, MaskReport

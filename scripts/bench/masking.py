@@ -23,17 +23,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "addons"))
+sys.path[:0] = [str(REPO / "addons"), str(REPO)]
 
+from tests.corpus import realistic_export  # noqa: E402
 from tracegate.config import ScopeConfig  # noqa: E402
-from tracegate.demo.corpus import realistic_text_documents  # noqa: E402
 from tracegate.masking import Masker, MaskReport  # noqa: E402
 
 SCOPE = ScopeConfig(operations=["GetObject"], prefixes=[""])  # default: every detector on
 
 
 def body_of(megabytes: float) -> bytes:
-    documents = realistic_text_documents(int(megabytes * 1_000_000))
+    documents = realistic_export(int(megabytes * 1_000_000))
     return json.dumps({"traces": documents}, ensure_ascii=False).encode()
 
 
@@ -71,12 +71,12 @@ ROUND_TRIP = "import json\nout = json.dumps(json.loads(body), ensure_ascii=False
 BUILD = (
     "from tracegate.config import ScopeConfig\n"
     "from tracegate.masking import Masker, MaskReport\n"
-    "from tracegate.demo.corpus import realistic_text_documents\n"
+    "from tests.corpus import realistic_export\n"
     "import json\n"
     "m = Masker(ScopeConfig(operations=['GetObject'], prefixes=['']), b'k')\n"
 )
 WARM_UP = (
-    "small = json.dumps(realistic_text_documents(20000)).encode()\n"
+    "small = json.dumps(realistic_export(20000)).encode()\n"
     "m.mask_body(small, 'json', MaskReport())\n"
 )
 MASKING = "out = m.mask_body(body, 'json', MaskReport())\n"
@@ -89,7 +89,7 @@ def peak_rss_ratio(body: bytes, work: str = MASKING, setup: str = "") -> float:
         handle.flush()
         code = (
             "import resource, sys\n"
-            f"sys.path.insert(0, {str(REPO / 'addons')!r})\n"
+            f"sys.path[:0] = [{str(REPO / 'addons')!r}, {str(REPO)!r}]\n"
             "import tracegate.masking\n"  # imports before the baseline
             f"body = open({handle.name!r}, 'rb').read()\n" + setup + ""
             # VmHWM, not ru_maxrss: the latter survives exec and holds the parent's peak.

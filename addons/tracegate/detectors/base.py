@@ -29,6 +29,12 @@ class Detector:
     finder: Callable[[str], Iterator[Span]] | None = None
     caseless: bool = False
     keep: int = 4  # characters kept by `partial`
+    provider: str = ""  # whose format it is (secret rules)
+    # Fields named for what they hold: `key_policy(key)` says "whole" (the string under that
+    # key is judged as a whole by `whole`, e.g. a bare number under `phone`) or "skip" (this
+    # detector ignores strings under that key, e.g. phones under `order_id`).
+    whole: Callable[[str], bool] | None = None
+    key_policy: Callable[[str], str | None] | None = None
 
     @property
     def label(self) -> str:

@@ -6,11 +6,13 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
-import phonenumbers
 from stdnum import iban, luhn
 from stdnum.us import ssn
 
+from tracegate.detectors.addresses import address_detector
 from tracegate.detectors.base import Detector, Span
+from tracegate.detectors.names import name_detector
+from tracegate.detectors.phones import phone_detector
 
 # RFC 2606 documentation domains with a generic mailbox are examples, not people.
 PLACEHOLDER_MAILBOXES = {
@@ -20,7 +22,10 @@ PLACEHOLDER_MAILBOXES = {
 }  # fmt: skip
 PLACEHOLDER_DOMAINS = re.compile(r"(?:^|\.)(?:example\.(?:com|org|net)|example|test|invalid)$")
 CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|6(?:011|5|4[4-9])|35|3(?:0[0-5]|[68]))")
-VERSION_CONTEXT = re.compile(r"(?:\bv|version|release|ver\.?|==|>=|<=|~=)\s*$", re.IGNORECASE)
+VERSION_CONTEXT = re.compile(
+    r"(?:\bv|version|release|ver\.?|build|python|node|java|go|ruby|php|==|>=|<=|~=|@)\s*$",
+    re.IGNORECASE,
+)
 
 
 def _email(value: str) -> bool:
@@ -33,7 +38,7 @@ def _card(value: str) -> bool:
     return 13 <= len(digits) <= 19 and bool(CARD_PREFIX.match(digits)) and luhn.is_valid(digits)
 
 
-CARD_CANDIDATE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,}(?![\d-])")
+CARD_CANDIDATE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,22}(?![\d-])")
 DIGIT_GROUP = re.compile(r"\d+")
 
 
@@ -58,39 +63,36 @@ def _iban(value: str) -> bool:
 
 
 def _ssn(value: str) -> bool:
-    return ssn.is_valid(value)
+    digits = re.sub(r"[ .-]", "", value)
+    if len(set(value) - set("0123456789")) > 1:
+        return False  # mixed separators: 123-45 6789 is not written by anyone
+    return len(digits) == 9 and ssn.is_valid(digits) and len(set(digits)) > 1
 
 
-PHONE_CANDIDATE = re.compile(r"(?:\+|\b)\d[\d ().-]{6,}\d")
+SSN_GROUPED = re.compile(r"(?<![\d.-])\d{3}([- .])\d{2}\1\d{4}(?![\d-]|\.\d)")
+SSN_BARE = re.compile(r"(?<![\d.-])\d{9}(?![\d-]|\.\d)")
+SSN_CONTEXT = re.compile(
+    r"(?i)(?:ssn|ssns|social\s+security(?:\s+(?:no|number|#))?|tax\s*(?:payer\s*)?id|tin|itin)"
+    r"\W{0,6}(?:(?:is|was|number|no|on\s+file|:|#)\W{0,3}){0,3}$"
+)
+SSN_KEY = re.compile(r"(?i)(?:^|[_\-.])(?:ssn|tax_?id|tin|itin|social_security(?:_number)?)$")
 
 
-DATE_LIKE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")
+def _ssns(text: str) -> Iterator[Span]:
+    for match in SSN_GROUPED.finditer(text):
+        if _ssn(match.group()):
+            yield match.span()
+    for match in SSN_BARE.finditer(text):
+        before = text[max(0, match.start() - 40) : match.start()]
+        if SSN_CONTEXT.search(before) and _ssn(match.group()):
+            yield match.span()
 
 
-def _could_be_phone(candidate: str) -> bool:
-    """Cheap checks before phonenumbers: E.164 numbers have at most 15 digits (and national
-    ones at least 7), and date shapes are never phone numbers."""
-    digits = sum(c.isdigit() for c in candidate)
-    return 7 <= digits <= 15 and not DATE_LIKE.fullmatch(candidate.strip())
+def _ssn_key(key: str) -> str | None:
+    return "whole" if SSN_KEY.search(key) else None
 
 
-def _phones(text: str) -> Iterator[Span]:
-    """phonenumbers' own matcher (it knows national formats and rejects dates and IDs), run on
-    a small window around each digit run rather than the whole text."""
-    last_end = 0
-    for candidate in PHONE_CANDIDATE.finditer(text):
-        if candidate.start() < last_end or not _could_be_phone(candidate.group()):
-            continue
-        lo, hi = max(0, candidate.start() - 6), min(len(text), candidate.end() + 6)
-        window = text[lo:hi]
-        for match in phonenumbers.PhoneNumberMatcher(
-            window, "US", leniency=phonenumbers.Leniency.VALID
-        ):
-            yield lo + match.start, lo + match.end
-            last_end = lo + match.end
-
-
-IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\d|\.\d)")
 IPV6 = re.compile(r"(?<![0-9A-Za-z:.])[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?![0-9A-Za-z:])")
 
 
@@ -131,7 +133,7 @@ PERSONAL: list[Detector] = [
     Detector(
         "card",
         "pii",
-        anchor=r"\d{4}[ -]?\d{4}[ -]?\d{4}",
+        anchor=r"\d(?:[ -]?\d){12}",
         finder=_cards,
     ),
     Detector(
@@ -144,17 +146,14 @@ PERSONAL: list[Detector] = [
     Detector(
         "ssn",
         "pii",
-        anchor=r"\d{3}-\d{2}-\d{4}",
-        pattern=re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"),
-        validate=_ssn,
+        anchor=r"\d{3}[- .]\d{2}[- .]\d{4}|\d{9}",
+        finder=_ssns,
+        whole=_ssn,
+        key_policy=_ssn_key,
     ),
-    Detector(
-        "phone",
-        "pii",
-        anchor=r"\d[\d ().-]{6,}\d",
-        finder=_phones,
-        keep=2,
-    ),
+    phone_detector(),
     Detector("ipv4", "pii", anchor=r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}", finder=_ipv4s, keep=0),
     Detector("ipv6", "pii", anchor=r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:", finder=_ipv6s, keep=0),
+    name_detector(),
+    address_detector(),
 ]

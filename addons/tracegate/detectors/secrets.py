@@ -1,17 +1,26 @@
-"""Credentials, by the providers' published formats (prefixes, lengths, structure)."""
+"""Credentials: provider token formats (data, in `rules/`) and the generic shapes around them.
+
+Provider formats are rules with examples, loaded by `tracegate.detectors.rules`. What is here
+is what no prefix identifies: assignments (`password=...`, `DB_PASSWORD=...`), passwords named
+in prose, basic auth in URLs and commands, PEM keys, JWTs, and long random values next to a
+credential word.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import json
 import re
+from collections.abc import Iterator
 
-from tracegate.detectors.base import Detector, shannon_entropy
+from tracegate.detectors.base import Detector, Span, shannon_entropy
+from tracegate.detectors.rules import provider_rules, to_detector
 
 # Values that documentation uses in place of a real secret.
 PLACEHOLDERS = re.compile(
-    r"^(?:<[^>]*>|\$\{[^}]*\}|\{\{[^}]*\}\}|%[A-Z_]+%|\*+|x+|X+|\.+|"
+    r"^(?:<[^>]*>|\$\{[^}]*\}|\$[A-Z_][A-Z0-9_]*|\{\{[^}]*\}\}|%[A-Z_]+%|\*+|x+|X+|\.+|"
     r"(?:your|my|the)[-_ ]?\w*|changeme|change[-_]me|example\w*|redacted|\[REDACTED[^\]]*\]|"
     r"null|none|true|false|undefined|password|secret|token|dummy|placeholder|test|xxx+)$",
     re.IGNORECASE,
@@ -20,13 +29,13 @@ HEX_OR_UUID = re.compile(
     r"^(?:[0-9a-f]{7,64}|[0-9A-F]{7,64}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
 )
 KEYWORDS = (
-    r"password|passwd|pwd|passphrase|secret|client[_-]?secret|api[_-]?key|apikey|access[_-]?key|"
-    r"auth[_-]?token|access[_-]?token|refresh[_-]?token|bearer|token|credential|private[_-]?key"
+    r"password|passwd|pwd|passphrase|pass|secret|client[_-]?secret|api[_-]?key|apikey|"
+    r"access[_-]?key|auth[_-]?token|access[_-]?token|refresh[_-]?token|bearer|token|credential|"
+    r"private[_-]?key"
 )
-
-
 # Word-shaped values ("Bearer", "basic", "NONE", "read_only") are settings, not secrets.
 WORDS = re.compile(r"[A-Z]?[a-z]+(?:[ _-][A-Za-z]?[a-z]+)*|[A-Z]+(?:[ _-][A-Z]+)*")
+TRAILING = ".,;:)]}>"
 
 
 def _not_placeholder(value: str) -> bool:
@@ -42,13 +51,14 @@ def _jwt(value: str) -> bool:
     return isinstance(decoded, dict) and "alg" in decoded
 
 
-def _assigned_secret(value: str) -> bool:
+def is_assigned_secret(value: str) -> bool:
+    """A value assigned to a credential name that is worth hiding: not a placeholder, a word,
+    a number or an identifier such as a digest."""
     value = value.strip("'\"")
     if len(value) < 6 or not _not_placeholder(value) or value.isdigit():
         return False
     if HEX_OR_UUID.match(value) and len(value) in (7, 8, 12, 32, 36, 40, 64):
         return False  # git SHAs, UUIDs and digests are identifiers, not secrets
-    # plain words are prose, not keys
     return not WORDS.fullmatch(value)
 
 
@@ -62,14 +72,11 @@ SECRET_KEY_NAMES = {
 @functools.lru_cache(maxsize=4096)
 def is_secret_key_name(key: str) -> bool:
     """A JSON key that names a credential: its string value is judged as a whole."""
-    lowered = key.lower().replace("-", "_").replace(".", "_")
+    lowered = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower()
+    lowered = lowered.replace("-", "_").replace(".", "_")
     if any(lowered.endswith(name) for name in SECRET_KEY_NAMES):
         return True
     return bool(SECRET_KEY_WORDS & set(lowered.split("_")))
-
-
-def is_assigned_secret(value: str) -> bool:
-    return _assigned_secret(value)
 
 
 def _high_entropy(value: str) -> bool:
@@ -82,88 +89,101 @@ def _high_entropy(value: str) -> bool:
     )
 
 
-def _aws_key_id(value: str) -> bool:
+def valid_aws_key_id(value: str) -> bool:
     body = value[4:]
     return not (value.endswith("EXAMPLE") or re.fullmatch(r"X+", body) or len(set(body)) < 6)
 
 
-def _aws_secret(value: str) -> bool:
-    return shannon_entropy(value) >= 3.5
+def _strip_trailing(text: str, start: int, end: int) -> Span:
+    while end > start and text[end - 1] in TRAILING:
+        end -= 1
+    return start, end
 
 
-SECRETS: list[Detector] = [
-    Detector(
-        "aws_access_key_id",
-        "secrets",
-        anchor=r"(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}",
-        pattern=re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"),
-        validate=_aws_key_id,
-    ),
-    Detector(
-        "aws_secret_access_key",
-        "secrets",
-        anchor=r"aws.{0,40}[A-Za-z0-9/+]{40}",
-        caseless=True,
-        pattern=re.compile(
-            r"(?i)aws.{0,25}?(?:secret|private)?.{0,15}?['\"=:\s]\s*['\"]?"
-            r"(?P<value>(?-i:[A-Za-z0-9/+]{40}))(?![A-Za-z0-9/+=])"
-        ),
-        validate=_aws_secret,
-    ),
-    Detector(
-        "github_token",
-        "secrets",
-        anchor=r"(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})",
-        pattern=re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})\b"),
-    ),
-    Detector(
-        "gitlab_token",
-        "secrets",
-        anchor=r"gl(?:pat|dt|rt|ptt|ft|oas|cbt)-[A-Za-z0-9_-]{20}",
-        pattern=re.compile(r"\bgl(?:pat|dt|rt|ptt|ft|oas|cbt)-[A-Za-z0-9_.-]{20,}"),
-    ),
-    Detector(
-        "slack_token",
-        "secrets",
-        anchor=r"xox[abposr]-[0-9A-Za-z]",
-        pattern=re.compile(r"\bxox[abposr]-(?:[0-9]+-)+[0-9A-Za-z-]{8,}"),
-    ),
-    Detector(
-        "slack_webhook",
-        "secrets",
-        anchor=r"hooks\.slack\.com/(?:services|workflows)/",
-        pattern=re.compile(
-            r"https://hooks\.slack\.com/(?:services|workflows)/T[A-Z0-9]+/[A-Z0-9]+/[A-Za-z0-9]+"
-        ),
-    ),
-    Detector(
-        "stripe_key",
-        "secrets",
-        anchor=r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16}|whsec_[0-9A-Za-z]{16}",
-        pattern=re.compile(
-            r"\b(?:(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}|whsec_[0-9A-Za-z]{24,})\b"
-        ),
-    ),
-    Detector(
-        "anthropic_api_key",
-        "secrets",
-        anchor=r"sk-ant-(?:api|admin)\d\d-",
-        pattern=re.compile(r"\bsk-ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{80,}"),
-    ),
-    Detector(
-        "openai_api_key",
-        "secrets",
-        anchor=r"sk-(?:proj-|svcacct-|admin-|[A-Za-z0-9]{20}T3BlbkFJ)",
-        pattern=re.compile(
-            r"\bsk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}|[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20})"
-        ),
-    ),
-    Detector(
-        "google_api_key",
-        "secrets",
-        anchor=r"AIza[0-9A-Za-z_-]{35}",
-        pattern=re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"),
-    ),
+def _valued(pattern: re.Pattern[str], check) -> callable:
+    """A finder for patterns whose `value` group may swallow trailing punctuation."""
+
+    def find(text: str) -> Iterator[Span]:
+        for match in pattern.finditer(text):
+            if not _not_placeholder(match.group("value")):
+                continue
+            start, end = _strip_trailing(text, *match.span("value"))
+            if end - start >= 4 and check(text[start:end]):
+                yield start, end
+
+    return find
+
+
+# `DB_PASSWORD=`, `--password=`, `"apiKey": "`, `client_secret: ...`: the keyword may close a
+# longer name (A_B_PASSWORD) and the value runs to whitespace or a quote.
+ASSIGNMENT = re.compile(
+    rf"(?i)(?<![A-Za-z0-9])[A-Za-z0-9_.-]*?(?:{KEYWORDS})[A-Za-z0-9_]*['\"]?\s*(?::|=|=>)\s*"
+    r"(?:['\"](?P<quoted>[^'\"\n]{4,200})['\"]|(?P<value>[^\s'\",;{}()\[\]]{4,200}))"
+)
+
+
+def _assignments(text: str) -> Iterator[Span]:
+    for match in ASSIGNMENT.finditer(text):
+        group = "quoted" if match.group("quoted") is not None else "value"
+        start, end = match.span(group)
+        if not _not_placeholder(match.group(group)):
+            continue
+        if group == "value":
+            start, end = _strip_trailing(text, start, end)
+        if is_assigned_secret(text[start:end]):
+            yield start, end
+
+
+PROSE_PASSWORD = re.compile(
+    r"(?i)\b(?:password|passwd|passphrase|passcode|pwd)\b(?:\s+(?:for\s+\S+\s+)?(?:is|was|of))?"
+    r"(?:\s*[:=]\s*|\s+)[\"'\u201c\u2018`]?(?P<value>[^\s\"'\u201d\u2019`]{6,128})"
+)
+
+
+def _prose_value(value: str) -> bool:
+    """A password named in prose: not a word ("is correct"), so it has a digit or a symbol."""
+    return (
+        is_assigned_secret(value)
+        and not value.isalpha()
+        and bool(re.search(r"[\d\W_]", value))
+        and not re.fullmatch(r"[\d.:/-]+", value)
+    )
+
+
+# userinfo is the text before the last `@` of the authority (RFC 3986), so passwords may hold
+# `.`, `_`, `!`, `$`, `:`... and even `@` when the client did not percent-encode it.
+URL_USERINFO = re.compile(
+    r"\b[a-z][a-z0-9+.-]{1,20}://(?P<user>[^\s:/?#@]{1,64}):(?P<value>[^\s/]{1,128})@"
+    r"(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])",
+    re.IGNORECASE,
+)
+
+
+def _url_passwords(text: str) -> Iterator[Span]:
+    for match in URL_USERINFO.finditer(text):
+        value = match.group("value")
+        if _not_placeholder(value) and value.lower() not in ("pass", "pwd", "passwd"):
+            yield match.span("value")
+
+
+BASIC_AUTH = re.compile(
+    r"(?:(?<![\w-])(?:-u|--user|--proxy-user)\s*=?\s*|\b(?:log(?:ged)?\s?in|sign(?:ed)?\s?in|"
+    r"credentials?|creds|basic auth|auth)\b(?:\s+(?:as|with|is|are|:))?\s+)"
+    r"[\"']?[^\s:\"'@/]{1,64}:(?P<value>[^\s\"']{4,128})",
+    re.IGNORECASE,
+)
+AUTH_HEADER = re.compile(r"(?i)\bbasic\s+(?P<value>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])")
+
+
+def _basic_header(value: str) -> bool:
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return False
+    return ":" in decoded and decoded.isprintable()
+
+
+GENERIC: list[Detector] = [
     Detector(
         "jwt",
         "secrets",
@@ -174,35 +194,49 @@ SECRETS: list[Detector] = [
     Detector(
         "private_key",
         "secrets",
-        anchor=r"-----BEGIN [A-Z ]*PRIVATE KEY",
+        anchor=r"-----BEGIN [A-Z ]*PRIVATE KEY|PuTTY-User-Key-File",
         pattern=re.compile(
-            r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.S
+            r"-----BEGIN ([A-Z ]*)PRIVATE KEY( BLOCK)?-----.*?(?:-----END \1PRIVATE KEY\2-----|\Z)"
+            r"|PuTTY-User-Key-File-\d: .*?(?:Private-MAC: [0-9a-f]+|\Z)",
+            re.S,
         ),
     ),
     Detector(
         "url_password",
         "secrets",
-        anchor=r"://[^\s:/@]+:[^\s@/]+@",
-        pattern=re.compile(
-            r"\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]+:(?P<value>[^\s@/]{2,})@[^\s/]+", re.I
+        anchor=r"://[^\s:/@]+:[^\s/]+@",
+        finder=_url_passwords,
+    ),
+    Detector(
+        "basic_auth",
+        "secrets",
+        anchor=r"(?:-u|--user|log\s?in|sign\s?in|cred|auth)[^\n]{0,20}:[^\s]{4}|basic\s+[A-Za-z0-9+/]{8}",
+        caseless=True,
+        finder=lambda text: _chain(
+            _valued(BASIC_AUTH, is_assigned_secret)(text),
+            (m.span("value") for m in AUTH_HEADER.finditer(text) if _basic_header(m["value"])),
         ),
-        validate=_not_placeholder,
     ),
     Detector(
         "secret_assignment",
         "secrets",
-        anchor=rf"\b(?:{KEYWORDS})['\"]?\s*[:=]",
+        anchor=rf"(?:{KEYWORDS})[A-Za-z0-9_]*['\"]?\s*(?::|=)",
         caseless=True,
-        pattern=re.compile(
-            rf"(?i)\b(?:{KEYWORDS})['\"]?\s*(?::|=|=>)\s*['\"]?"
-            r"(?P<value>[^\s'\",;}{)(\]]{6,})"
-        ),
-        validate=_assigned_secret,
+        finder=_assignments,
+        whole=is_assigned_secret,
+        key_policy=lambda key: "whole" if is_secret_key_name(key) else None,
+    ),
+    Detector(
+        "prose_password",
+        "secrets",
+        anchor=r"(?:password|passwd|passphrase|passcode|pwd)\W",
+        caseless=True,
+        finder=_valued(PROSE_PASSWORD, _prose_value),
     ),
     Detector(
         "high_entropy_secret",
         "secrets",
-        anchor=rf"\b(?:{KEYWORDS})\b.{{0,30}}[A-Za-z0-9+/=_-]{{20}}",
+        anchor=rf"(?:{KEYWORDS}).{{0,30}}[A-Za-z0-9+/=_-]{{20}}",
         caseless=True,
         pattern=re.compile(
             rf"(?i)\b(?:{KEYWORDS})\b[^\n]{{0,30}}?(?<![A-Za-z0-9+/=_-])"
@@ -211,3 +245,11 @@ SECRETS: list[Detector] = [
         validate=_high_entropy,
     ),
 ]
+
+
+def _chain(*iterators: Iterator[Span]) -> Iterator[Span]:
+    for iterator in iterators:
+        yield from iterator
+
+
+SECRETS: list[Detector] = [*(to_detector(rule) for rule in provider_rules()), *GENERIC]

@@ -24,12 +24,7 @@ from typing import Any
 
 from tracegate.detectors.base import Detector
 from tracegate.detectors.scanner import Finding, Scanner
-from tracegate.detectors.secrets import (
-    SECRET_KEY_NAMES,
-    SECRET_KEY_WORDS,
-    is_assigned_secret,
-    is_secret_key_name,
-)
+from tracegate.detectors.secrets import SECRET_KEY_NAMES, SECRET_KEY_WORDS, is_secret_key_name
 from tracegate.masking.paths import Path
 from tracegate.masking.report import MaskReport
 
@@ -91,8 +86,10 @@ class TextMasker:
     ) -> None:
         self.scanner = Scanner(detectors, probe_patterns=[KEY_NAME_PROBE])
         self.actions = dict(actions)
-        # Values under keys like "password" or "api_key" are judged whole, by the key.
-        self._keyed = next((d for d in detectors if d.name == "secret_assignment"), None)
+        # Values under keys like "password", "phone" or "ssn" are judged whole, by the key;
+        # some detectors ignore strings under id-like keys ("order_id" holds no phone).
+        self._keyed = [d for d in detectors if d.key_policy is not None]
+        self._key_rules: dict[str, tuple[tuple[Detector, ...], frozenset[str]]] = {}
         self._hash_key = hash_key
         if hash_key is None and "hash" in self.actions.values():
             raise ValueError("hash actions need a hash key")
@@ -121,8 +118,8 @@ class TextMasker:
     def _finish(self, collected: _Collected, report: MaskReport) -> None:
         self._open_probed(collected)
         findings = self.scanner.scan([raw[2] for raw in collected.slots])
-        if self._keyed is not None:
-            findings.extend(_keyed_secrets(collected.slots, self._keyed))
+        if self._keyed:
+            findings = self._by_key(collected.slots, findings)
         if not findings:
             return
         by_slot: dict[int, list[Finding]] = {}
@@ -151,6 +148,35 @@ class TextMasker:
                 )
                 if slot.owner:
                     collected.embedded[slot.owner - 1].changed = True
+
+    def _rules_for(self, key: str) -> tuple[tuple[Detector, ...], frozenset[str]]:
+        rules = self._key_rules.get(key)
+        if rules is None:
+            policies = [(d, d.key_policy(key)) for d in self._keyed]
+            rules = (
+                tuple(d for d, p in policies if p == "whole"),
+                frozenset(d.name for d, p in policies if p == "skip"),
+            )
+            if len(self._key_rules) < 65536:
+                self._key_rules[key] = rules
+        return rules
+
+    def _by_key(self, slots: list[tuple[Any, ...]], findings: list[Finding]) -> list[Finding]:
+        """Apply what field names say: whole values under named keys, ignored under id keys."""
+        extra: list[Finding] = []
+        skipped: set[tuple[int, str]] = set()
+        for index, raw in enumerate(slots):
+            key = raw[1]
+            if type(key) is not str:
+                continue
+            whole, skip = self._rules_for(key)
+            for detector in whole:
+                if detector.whole(raw[2]):
+                    extra.append(Finding(index, 0, len(raw[2]), detector))
+            skipped.update((index, name) for name in skip)
+        if skipped:
+            findings = [f for f in findings if (f.text_index, f.detector.name) not in skipped]
+        return findings + extra
 
     def _open_probed(self, collected: _Collected) -> None:
         """Parse (and collect from) the JSON-looking strings in which a probe hit, level by
@@ -307,14 +333,6 @@ def _base64_text(value: str) -> str | None:
 
 def _encode(text: str, codec: str | None) -> str:
     return base64.b64encode(text.encode()).decode() if codec == "base64" else text
-
-
-def _keyed_secrets(slots: list[tuple[Any, ...]], detector: Detector) -> list[Finding]:
-    return [
-        Finding(index, 0, len(raw[2]), detector)
-        for index, raw in enumerate(slots)
-        if type(raw[1]) is str and is_secret_key_name(raw[1]) and is_assigned_secret(raw[2])
-    ]
 
 
 def _non_overlapping(findings: list[Finding]) -> list[Finding]:

@@ -1,0 +1,231 @@
+"""Street addresses: a street line (house number and street-type word, in the orders of the
+countries that write them) or a house number next to a postcode, extended over the unit and
+the postcode and town that follow.
+
+Patterns only, no gazetteer: the street-type words are the postal standards' own (USPS
+Publication 28 suffixes, Royal Mail thoroughfares, and the French, German, Dutch, Italian,
+Spanish, Portuguese, Polish, Hungarian, Swedish, Danish, Czech and Indian words for street,
+road, square...), and postcodes follow each country's published format. An address needs two
+of: house number, street-type word, postcode; a bare five-digit number is never enough.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from tracegate.detectors.base import Detector, Span
+
+# Separate words, written before or after the street's name.
+STREET_WORDS = (
+    # USPS Publication 28 suffixes (full and abbreviated), and Royal Mail thoroughfares
+    "street|st|avenue|ave|av|road|rd|boulevard|blvd|drive|dr|lane|ln|court|ct|way|place|pl|"
+    "square|sq|terrace|ter|close|crescent|cres|parkway|pkwy|highway|hwy|freeway|expressway|"
+    "circle|cir|trail|trl|walk|walks|row|mews|grove|gardens|gdns|hill|hills|bypass|byway|"
+    "entrance|valley|vly|loop|path|pike|alley|aly|plaza|plz|point|pt|ridge|rdg|run|crossing|"
+    "xing|junction|jct|heights|hts|meadow|meadows|park|pass|port|ports|green|glen|fields|"
+    "landing|lodge|mill|mills|mount|mountain|mountains|orchard|oval|rapids|rest|river|shore|"
+    "shores|spring|springs|station|summit|throughway|trace|track|tunnel|turnpike|union|"
+    "unions|via|view|views|village|villages|ville|vista|wall|well|wells|extension|ext|estate|"
+    "estates|fort|forge|forges|ford|fords|falls|ferry|flat|flats|gateway|harbor|harbour|"
+    "haven|island|isle|key|keys|knoll|knolls|lake|lakes|manor|manors|mission|motorway|neck|"
+    "pines|plain|plains|prairie|radial|ranch|causeway|center|centre|cliff|cliffs|club|common|"
+    "commons|corner|corners|course|courts|cove|coves|creek|crest|curve|dale|dam|divide|"
+    "drives|brook|brooks|burg|burgs|bluff|bluffs|bottom|branch|bridge|canyon|cape|camp|"
+    "arcade|approach|broadway|chase|concourse|esplanade|promenade|quay|rise|wynd|gate|"
+    "gardens|parade|passage|vale|villas|yard|yards|"
+    # French, Italian, Spanish, Catalan, Portuguese
+    "rue|avenue|bd|boulevard|chemin|ch|impasse|imp|allée|allee|place|quai|cours|route|rte|venelle|"
+    "faubourg|fbg|passage|square|sentier|voie|ruelle|"
+    "via|viale|piazza|piazzale|corso|largo|vicolo|strada|contrada|borgo|lungomare|salita|"
+    "incrocio|rotonda|calle|c|avda|avenida|plaza|paseo|pº|carrer|camino|ronda|travesía|"
+    "travesia|cañada|carretera|ctra|glorieta|urbanización|urb|pasaje|rambla|callejón|"
+    "rua|rúa|r|travessa|tv|praça|pça|alameda|al|estrada|rodovia|rod|largo|beco|ladeira|"
+    "conjunto|jardim|quadra|setor|vila|residencial|loteamento|núcleo|chácara|sítio|"
+    "fazenda|parque|recanto|vereda|viela|passarela|trecho|trevo|morro|lagoa|lago|"
+    # German, Dutch, Scandinavian, Central European (separate words)
+    "straße|strasse|str|weg|allee|platz|gasse|ring|damm|ufer|chaussee|"
+    "straat|laan|plein|gracht|kade|singel|dijk|steeg|dreef|"
+    "gatan|vägen|väg|gränd|torget|stigen|gade|vej|allé|"
+    "ul|ulica|aleja|plac|os|osiedle|utca|út|tér|köz|körút|sor|sétány|"
+    "nám|náměstí|třída|nábřeží|"
+    # India
+    "nagar|marg|colony|sector|chowk|gali|lane|road|layout|enclave|vihar|bagh|puram"
+)
+# German, Dutch, Scandinavian, Czech and Hungarian streets are one word with the type at the end.
+STREET_SUFFIXES = (
+    "straße|strasse|str\\.|weg|allee|platz|gasse|ring|damm|ufer|steig|pfad|"
+    "straat|laan|plein|gracht|kade|singel|dijk|steeg|dreef|hof|pad|state|"
+    "gatan|vägen|väg|gränd|torget|stigen|backen|gade|vej|stræde|"
+    "ova|ská|ského|ní|utca"
+)
+NUMBER = r"\d{1,5}(?:\s?[A-Za-z](?![\w]))?(?:\s?[/-]\s?\d{1,5}[A-Za-z]?)?"
+NAME_WORD = r"[^\W\d_][\w'\u2019.\-]*"
+NAME = rf"{NAME_WORD}(?:[ ]{NAME_WORD}){{0,4}}"
+WORD = rf"(?i:{STREET_WORDS})\.?"
+STREET_LINE = re.compile(
+    "|".join(
+        [
+            # 12 High Street / 2616 Karen Valley / 36, chemin Dos Santos / 276 Viale Biccari
+            rf"(?<![\w./-]){NUMBER},?[ ](?:{NAME}[ ])?{WORD}(?![\w])(?:[ ]{NAME})?",
+            # Via Roma 12 / Calle de X 12 / ul. Kwiatowa 12/3 / Rua X, 123 / Kossuth utca 12.
+            rf"(?<![\w]){WORD}[ ](?:{NAME_WORD}[ ]){{0,5}}?{NAME_WORD},?[ ]{NUMBER}(?![\w])",
+            rf"(?<![\w]){NAME}[ ]{WORD}[ ]{NUMBER}(?![\w])",
+            # Hauptstraße 5 / Daansteeg 6 / Villagatan 56 / 554 Livornovej
+            rf"(?<![\w./-]){NUMBER},?[ ]{NAME_WORD}(?i:{STREET_SUFFIXES})(?![\w])",
+            rf"(?<![\w])(?:{NAME_WORD}[ -])?{NAME_WORD}(?i:{STREET_SUFFIXES})[ ]{NUMBER}(?![\w])",
+        ]
+    )
+)
+POSTCODE = re.compile(
+    "|".join(
+        [
+            r"(?:[A-Z]{1,2}-)?\d{5}(?:-\d{4})?",  # US, DE, FR, IT, ES, FI (and H-, D-, F- forms)
+            r"\d{5}-\d{3}",  # BR
+            r"\d{2}-\d{3}",  # PL
+            r"\d{3}[ ]\d{2}",  # SE, CZ, SK, GR
+            r"(?:[A-Z]{1,2}-)?\d{4}(?:[ ]?[A-Z]{2})?",  # NL, BE, AT, CH, DK, HU, AU, NO
+            r"\d{6}|\d{3}[ ]\d{3}",  # IN
+            r"[A-Z]{1,2}\d[A-Z\d]?[ ]?\d[A-Z]{2}",  # GB
+            r"[A-Z]\d[A-Z][ ]?\d[A-Z]\d",  # CA
+            r"[AC-FHKNPRTV-Y]\d{2}[ ]?[AC-FHKNPRTV-Y0-9]{4}",  # IE Eircode
+        ]
+    )
+)
+UPPER = "A-ZÀ-ÖØ-ÞĀĂĄĆČĎĐĘĚĞİŁŃŇŐŒŘŚŞŠŢŤŮŰŹŻŽ"
+TOWN_WORD = rf"[{UPPER}][\w'\u2019.\-]*"
+TOWN_PARTICLE = r"(?:de|la|le|del|di|am|an|der|sur|en|upon|on)(?=[ ])"
+CITY = rf"{TOWN_WORD}(?:[ ](?:{TOWN_WORD}|{TOWN_PARTICLE}|\(\w+\)|/[ ]?[A-Z]{{2}}))*"
+# What may follow a street line: a unit, then postcode and town in either order, on the same
+# line or the next (", ", "\n", " - "), with a region or country after.
+UNIT = re.compile(
+    r"(?:,?[ ]|\n)(?i:apt|apartment|suite|ste|unit|flat|floor|fl|piso|piano|étage|bus|"
+    r"bte|app|lgh|door|puerta|pta|esc|room|rm|#)\.?[ ]?[\w/-]{1,6}\b|,?[ ][0-9]{1,2}(?:º|ª|°)\b"
+)
+TAIL = re.compile(
+    rf"(?:,[ ]?|\n|[ ]-[ ]|[ ])(?:"
+    rf"(?:{POSTCODE.pattern})[ ,]+{CITY}"  # 12345 Berlin / 75001 Paris / 1234 AB Amsterdam
+    rf"|{CITY},?[ ](?:[A-Z]{{2,3}},?[ ])?(?:{POSTCODE.pattern})"  # Myershaven, PA 76280
+    rf"|{CITY}\n(?:{POSTCODE.pattern})"  # Walkerhaven\nPE3 5SY
+    rf"|(?:{POSTCODE.pattern})(?![\w])"  # a postcode alone (Eircode, UK on their own line)
+    r")"
+)
+POSTCODE_AND_TOWN = re.compile(rf"(?<![\w]){NAME}[ ]{NUMBER},?[ ](?:{POSTCODE.pattern})[ ]{CITY}")
+
+
+def _extend(text: str, end: int) -> int:
+    """Past the unit, postcode and town that follow a street line (within ~90 characters)."""
+    limit = end + 90
+    unit = UNIT.match(text, end)
+    if unit:
+        end = unit.end()
+    tail = TAIL.match(text, end, min(len(text), limit))
+    if tail and any(c.isdigit() for c in tail.group()):
+        end = tail.end()
+    # A region or country after the town: ", NSW, 2692", " (TN)", " / MG".
+    more = re.compile(r",[ ]?[A-Z]{2,3}(?:,[ ]?\d{4})?\b|[ ]\([A-Z]{2}\)|[ ]/[ ][A-Z]{2}\b")
+    extra = more.match(text, end)
+    return extra.end() if extra else end
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    while end > start and text[end - 1] in " ,.-\n":
+        end -= 1
+    return start, end
+
+
+WORD_TOKEN = re.compile(r"[^\W\d_]+")
+STREET_WORD_SET = frozenset(STREET_WORDS.split("|"))
+SUFFIX_END = re.compile(rf"(?i:{STREET_SUFFIXES})$")
+NUMBER_THEN_POSTCODE = re.compile(r"\d{1,5},?[ ](?:\d{2,5}|[A-Z]{1,2}-\d{4})")
+
+
+def _windows(text: str) -> list[tuple[int, int]]:
+    """Stretches of text around street-type words and number-then-postcode shapes: the exact
+    patterns run only there, not over the whole text."""
+    spots = [
+        m.start()
+        for m in WORD_TOKEN.finditer(text)
+        if m.group().lower() in STREET_WORD_SET or SUFFIX_END.search(m.group())
+    ]
+    spots.extend(m.start() for m in NUMBER_THEN_POSTCODE.finditer(text))
+    windows: list[tuple[int, int]] = []
+    for spot in sorted(spots):
+        lo, hi = max(0, spot - 80), min(len(text), spot + 80)
+        if windows and lo <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], hi)
+        else:
+            windows.append((lo, hi))
+    return windows
+
+
+def _addresses(text: str) -> Iterator[Span]:
+    last = -1
+    for lo, hi in _windows(text):
+        yield from _addresses_in(text, lo, hi, last)
+        last = hi
+
+
+def _addresses_in(text: str, lo: int, hi: int, last: int) -> Iterator[Span]:
+    for pattern in (STREET_LINE, POSTCODE_AND_TOWN):
+        for match in pattern.finditer(text, lo, hi):
+            start, end = match.span()
+            if start < last:
+                continue
+            if not any(c.isdigit() for c in match.group()):
+                continue
+            # "Flat 1\n12 High Street": the unit line before belongs to the address.
+            before = re.search(
+                r"(?i:flat|apt|apartment|unit|suite)\.?[ ]?\w{1,5},?\s$",
+                text[max(0, start - 16) : start],
+            )
+            if before:
+                start -= len(before.group())
+            end = _extend(text, end)
+            start, end = _trim(text, start, end)
+            last = end
+            yield start, end
+
+
+ADDRESS_KEY = re.compile(
+    r"(?i)(?:^|[_\-.])(?:address|addr|street|street_address|address_line\d?|address\d|"
+    r"shipping_address|billing_address|home_address|mailing_address|postal_address|residence)$"
+)
+NOT_ADDRESS_KEY = re.compile(
+    r"(?i)(?:ip|mac|email|e_mail|wallet|memory|remote|server|host)_?addr(?:ess)?$"
+)
+
+
+def _whole(value: str) -> bool:
+    """A field named for an address: a number and a word, not an IP or e-mail address."""
+    value = value.strip()
+    return (
+        6 <= len(value) <= 200
+        and "@" not in value
+        and any(c.isdigit() for c in value)
+        and any(c.isalpha() for c in value)
+        and not re.fullmatch(r"[\d.:a-fA-F]+", value)
+    )
+
+
+def key_policy(key: str) -> str | None:
+    if NOT_ADDRESS_KEY.search(key):
+        return None
+    return "whole" if ADDRESS_KEY.search(key) else None
+
+
+def address_detector() -> Detector:
+    return Detector(
+        "street_address",
+        "pii",
+        # A number beside a word (either order), the prefilter for every street-line shape.
+        anchor=(
+            rf"\b(?:{STREET_WORDS})\b|"
+            rf"(?:{STREET_SUFFIXES})[ ]\d|\d{{1,5}},?[ ]\d{{2,5}}"
+        ),
+        caseless=True,
+        finder=_addresses,
+        whole=_whole,
+        key_policy=key_policy,
+        keep=0,
+    )
