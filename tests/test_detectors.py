@@ -264,7 +264,14 @@ def test_otlp_bytes_values_are_decoded_masked_and_re_encoded():
     assert report.counts["detect.email"] == 1
 
 
-def test_other_base64_is_not_decoded():
+def test_base64_of_text_in_an_ordinary_string_is_read_and_the_whole_run_masked():
     hidden = b64(b"mail dana@acme.io now")
-    out, _ = mask({"payload": hidden})
-    assert out["payload"] == hidden
+    out, report = mask({"payload": f"blob {hidden} end"})
+    assert out["payload"] == "blob [REDACTED:EMAIL] end"
+    assert report.counts["detect.email"] == 1
+
+
+def test_base64_of_binary_data_is_left_alone():
+    blob = b64(bytes(range(48)))
+    out, _ = mask({"payload": f"blob {blob} end"})
+    assert out["payload"] == f"blob {blob} end"

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from tracegate.detectors.phones import DEFAULT_REGIONS as DEFAULT_PHONE_REGIONS
 from tracegate.stores.dynamodb import DYNAMODB_READ_OPERATIONS
 from tracegate.stores.s3 import S3_READ_OPERATIONS
 
@@ -447,6 +448,18 @@ class DetectorPolicy(Strict):
     run: list[str] = ["secrets", "pii"]
     actions: dict[str, MaskAction] = {}
     reveal_secrets: bool = False
+    # Where national phone numbers may come from (ISO 3166 regions phonenumbers knows).
+    phone_regions: list[str] = list(DEFAULT_PHONE_REGIONS)
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _regions(cls, regions: list[str]) -> list[str]:
+        from phonenumbers import PhoneMetadata
+
+        unknown = [r for r in regions if PhoneMetadata.metadata_for_region(r) is None]
+        if unknown:
+            raise ValueError(f"unknown phone regions: {', '.join(unknown)} (ISO 3166 codes: GB)")
+        return regions
 
     @model_validator(mode="after")
     def _known_names(self) -> DetectorPolicy:

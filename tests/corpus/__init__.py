@@ -100,6 +100,15 @@ CARRIERS = {
 PLACEMENTS = ["prose", "prose", "whole", "keyed", "json1", "json2"]
 
 
+def needs_context(kind: str, value: str) -> bool:
+    """Values that no one could tell apart from a number without the words around them."""
+    if kind == "ssn":
+        return value.isdigit()
+    if kind == "phone":
+        return value.isdigit() and not value.startswith("0")
+    return False
+
+
 class CorpusBuilder:
     def __init__(self, seed: int = 20261201) -> None:
         self.v = Values(seed)
@@ -124,6 +133,8 @@ class CorpusBuilder:
         if placement == "whole" and kind in CONTEXT_SECRETS:
             return "whole", text  # the carrier (a DSN, an assignment) is the whole value
         if placement == "whole":
+            if kind in PERSONAL_MAKERS and needs_context(kind, planted.value):
+                return "whole", text  # a bare 9-digit SSN is only an SSN with its words
             return "whole", planted.value if kind in PERSONAL_MAKERS or planted.is_control else text
         if placement == "keyed":
             return "keyed", (self.rng.choice(KEYS[kind]), planted.value)

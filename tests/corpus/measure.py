@@ -17,10 +17,14 @@ LABEL = re.compile(r"\[[A-Z0-9_]+(?::[A-Za-z0-9_-]+)?\]|hmac:[0-9a-f]+")
 
 
 def encodings(value: str) -> list[str]:
-    """The value as it appears in a JSON text: raw, and one or two JSON string encodings deep."""
-    once = json.dumps(value, ensure_ascii=False)[1:-1]
-    twice = json.dumps(once, ensure_ascii=False)[1:-1]
-    return [value, once, twice]
+    """The value as it appears in a JSON text: raw, and one or two JSON string encodings deep
+    (with non-ASCII characters kept or written as \\u escapes)."""
+    forms = {value}
+    for ascii_only in (False, True):
+        once = json.dumps(value, ensure_ascii=ascii_only)[1:-1]
+        twice = json.dumps(once, ensure_ascii=ascii_only)[1:-1]
+        forms.update((once, twice))
+    return list(forms)
 
 
 def present(value: str, text: str) -> bool:

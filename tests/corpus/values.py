@@ -515,8 +515,11 @@ def _non_luhn(v: Values) -> str:
 
 
 def _version(v: Values) -> str:
-    parts = ".".join(str(v.rng.randint(0, 30)) for _ in range(v.pick([2, 3, 4])))
-    return v.pick(["v", "", "Python ", "release ", "node ", "version "]) + parts
+    count = v.pick([2, 3, 4])
+    parts = ".".join(str(v.rng.randint(0, 30)) for _ in range(count))
+    # A bare dotted quad is an IPv4 address by any reading: four parts come with their word.
+    prefixes = ["v", "Python ", "release ", "node ", "version "] + ([""] if count < 4 else [])
+    return v.pick(prefixes) + parts
 
 
 def _model_id(v: Values) -> str:

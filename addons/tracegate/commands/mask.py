@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -61,11 +60,10 @@ def cmd_mask(args: argparse.Namespace) -> int:
             return fail(f"{path}: cannot read: {exc.strerror}", EXIT_USAGE)
         report = MaskReport()
         try:
-            masked = masker.mask_body(body, kind, report)
+            masked = masker.mask_body(body, kind, report, indent=2 if kind == "json" else None)
         except BodyError as exc:
             return fail(f"{path}: {exc}", EXIT_USAGE)
-        if kind == "json":
-            masked = json.dumps(json.loads(masked), ensure_ascii=False, indent=2).encode() + b"\n"
+        del body
         if out_dir:
             (out_dir / path.name).write_bytes(masked)
         else:

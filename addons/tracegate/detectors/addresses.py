@@ -33,7 +33,7 @@ STREET_WORDS = (
     "commons|corner|corners|course|courts|cove|coves|creek|crest|curve|dale|dam|divide|"
     "drives|brook|brooks|burg|burgs|bluff|bluffs|bottom|branch|bridge|canyon|cape|camp|"
     "arcade|approach|broadway|chase|concourse|esplanade|promenade|quay|rise|wynd|gate|"
-    "gardens|parade|passage|vale|villas|yard|yards|"
+    "gardens|parade|passage|vale|villas|yard|yards|greens|grn|lights|lock|locks|loaf|"
     # French, Italian, Spanish, Catalan, Portuguese
     "rue|avenue|bd|boulevard|chemin|ch|impasse|imp|allée|allee|place|quai|cours|route|rte|venelle|"
     "faubourg|fbg|passage|square|sentier|voie|ruelle|"
@@ -55,13 +55,18 @@ STREET_WORDS = (
 # German, Dutch, Scandinavian, Czech and Hungarian streets are one word with the type at the end.
 STREET_SUFFIXES = (
     "straße|strasse|str\\.|weg|allee|platz|gasse|ring|damm|ufer|steig|pfad|"
-    "straat|laan|plein|gracht|kade|singel|dijk|steeg|dreef|hof|pad|state|"
+    "straat|laan|plein|gracht|kade|singel|dijk|steeg|dreef|hof|pad|state|baan|markt|wal|"
     "gatan|vägen|väg|gränd|torget|stigen|backen|gade|vej|stræde|"
     "ova|ská|ského|ní|utca"
 )
 NUMBER = r"\d{1,5}(?:\s?[A-Za-z](?![\w]))?(?:\s?[/-]\s?\d{1,5}[A-Za-z]?)?"
-NAME_WORD = r"[^\W\d_][\w'\u2019.\-]*"
-NAME = rf"{NAME_WORD}(?:[ ]{NAME_WORD}){{0,4}}"
+UPPER = "A-ZÀ-ÖØ-ÞĀĂĄĆČĎĐĘĚĞİŁŃŇŐŒŘŚŞŠŢŤŮŰŹŻŽ"
+PARTICLE = (
+    r"(?:de|la|le|del|della|di|da|do|dos|das|du|des|van|von|der|den|het|y|e|of|the|am|an|an der)"
+)
+# Street and town names are capitalised ("Karen Valley", "5th Avenue"), particles aside.
+NAME_WORD = rf"(?:[{UPPER}]|\d{{1,3}}(?:st|nd|rd|th|e|er|º|ª)?[ ]?)[\w'\u2019.\-]*"
+NAME = rf"{NAME_WORD}(?:[ ](?:{PARTICLE}[ ])*{NAME_WORD}){{0,4}}"
 WORD = rf"(?i:{STREET_WORDS})\.?"
 STREET_LINE = re.compile(
     "|".join(
@@ -69,7 +74,8 @@ STREET_LINE = re.compile(
             # 12 High Street / 2616 Karen Valley / 36, chemin Dos Santos / 276 Viale Biccari
             rf"(?<![\w./-]){NUMBER},?[ ](?:{NAME}[ ])?{WORD}(?![\w])(?:[ ]{NAME})?",
             # Via Roma 12 / Calle de X 12 / ul. Kwiatowa 12/3 / Rua X, 123 / Kossuth utca 12.
-            rf"(?<![\w]){WORD}[ ](?:{NAME_WORD}[ ]){{0,5}}?{NAME_WORD},?[ ]{NUMBER}(?![\w])",
+            rf"(?<![\w]){WORD}[ ](?:(?:{PARTICLE}|{NAME_WORD})[ ]){{0,5}}?{NAME_WORD},?[ ]"
+            rf"{NUMBER}(?![\w])",
             rf"(?<![\w]){NAME}[ ]{WORD}[ ]{NUMBER}(?![\w])",
             # Hauptstraße 5 / Daansteeg 6 / Villagatan 56 / 554 Livornovej
             rf"(?<![\w./-]){NUMBER},?[ ]{NAME_WORD}(?i:{STREET_SUFFIXES})(?![\w])",
@@ -84,7 +90,7 @@ POSTCODE = re.compile(
             r"\d{5}-\d{3}",  # BR
             r"\d{2}-\d{3}",  # PL
             r"\d{3}[ ]\d{2}",  # SE, CZ, SK, GR
-            r"(?:[A-Z]{1,2}-)?\d{4}(?:[ ]?[A-Z]{2})?",  # NL, BE, AT, CH, DK, HU, AU, NO
+            r"(?:[A-Z]{1,2}-)?\d{4}(?:[ ]?[A-Z]{2}(?![a-z]))?",  # NL, BE, AT, CH, DK, HU, AU, NO
             r"\d{6}|\d{3}[ ]\d{3}",  # IN
             r"[A-Z]{1,2}\d[A-Z\d]?[ ]?\d[A-Z]{2}",  # GB
             r"[A-Z]\d[A-Z][ ]?\d[A-Z]\d",  # CA
@@ -92,7 +98,6 @@ POSTCODE = re.compile(
         ]
     )
 )
-UPPER = "A-ZÀ-ÖØ-ÞĀĂĄĆČĎĐĘĚĞİŁŃŇŐŒŘŚŞŠŢŤŮŰŹŻŽ"
 TOWN_WORD = rf"[{UPPER}][\w'\u2019.\-]*"
 TOWN_PARTICLE = r"(?:de|la|le|del|di|am|an|der|sur|en|upon|on)(?=[ ])"
 CITY = rf"{TOWN_WORD}(?:[ ](?:{TOWN_WORD}|{TOWN_PARTICLE}|\(\w+\)|/[ ]?[A-Z]{{2}}))*"
@@ -134,6 +139,7 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+DIGIT = re.compile(r"\d")
 WORD_TOKEN = re.compile(r"[^\W\d_]+")
 STREET_WORD_SET = frozenset(STREET_WORDS.split("|"))
 SUFFIX_END = re.compile(rf"(?i:{STREET_SUFFIXES})$")
@@ -152,6 +158,8 @@ def _windows(text: str) -> list[tuple[int, int]]:
     windows: list[tuple[int, int]] = []
     for spot in sorted(spots):
         lo, hi = max(0, spot - 80), min(len(text), spot + 80)
+        if not DIGIT.search(text, lo, hi):
+            continue  # every address shape has a number
         if windows and lo <= windows[-1][1]:
             windows[-1] = (windows[-1][0], hi)
         else:
@@ -221,7 +229,8 @@ def address_detector() -> Detector:
         # A number beside a word (either order), the prefilter for every street-line shape.
         anchor=(
             rf"\b(?:{STREET_WORDS})\b|"
-            rf"(?:{STREET_SUFFIXES})[ ]\d|\d{{1,5}},?[ ]\d{{2,5}}"
+            rf"(?:{STREET_SUFFIXES}),?[ ]\d|\d,?[ ][^\s\d]{{1,30}}(?:{STREET_SUFFIXES})|"
+            r"\d{1,5},?[ ]\d{2,5}"
         ),
         caseless=True,
         finder=_addresses,

@@ -3,7 +3,7 @@
 Dictionaries, not a model (no NER runs within the data path's speed budget): given names of 54
 countries from the data file of the `gender-guesser` package (Jörg Michael's `nam_dict.txt`,
 GNU FDL data: read as a file, its GPL code is never imported) plus the US Census 1990 first and
-last names of the `names` package (public domain), and a stop-list of the 30,000 most frequent
+last names of the `names` package (public domain), and a stop-list of the 25,000 most frequent
 English words (`wordfreq`) minus those dictionaries, so "Update" or "Period" never make a name.
 None of it is the test data generators' (Faker's, mimesis') own lists.
 
@@ -63,6 +63,9 @@ NOT_PERSON_KEY = re.compile(
 )
 
 
+STOP_WORDS = 25000  # the most frequent English words; rarer ones are often names themselves
+
+
 def _fold(token: str) -> str:
     """Case and accents folded: "Zsófia" and "ZSOFIA" look up as "zsofia"."""
     decomposed = unicodedata.normalize("NFKD", token.lower())
@@ -94,13 +97,15 @@ def _lists() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
                 target.add(_fold(line.split()[0]))
     from wordfreq import top_n_list
 
-    common = {_fold(w) for w in top_n_list("en", 30000) if w.isalpha()}
+    common = {_fold(w) for w in top_n_list("en", STOP_WORDS) if w.isalpha()}
     stop = frozenset(common - given - surnames) | {"the", "and", "of"}
     return frozenset(given), frozenset(surnames), stop
 
 
 def _is_capitalised(token: str) -> bool:
-    return token[:1].isupper() and (len(token) == 1 or not token[1:].isupper() or len(token) <= 3)
+    """ "Zsófia", "McDonald", "O'Brien", an initial "F." (not "KEY" or "API")."""
+    word = token.rstrip(".")
+    return word[:1].isupper() and (len(word) == 1 or any(c.islower() for c in word[1:]))
 
 
 def _runs(text: str) -> Iterator[list[re.Match[str]]]:
@@ -124,6 +129,11 @@ def _runs(text: str) -> Iterator[list[re.Match[str]]]:
             last_end = match.end()
     if run:
         yield run
+
+
+def _parts_given(folded: str, given: frozenset[str]) -> bool:
+    """A hyphenated given name ("Klaus-Peter", "Anne-Marie") whose parts are known."""
+    return "-" in folded and all(part in given for part in folded.split("-") if part)
 
 
 class NameFinder:
@@ -166,7 +176,7 @@ class NameFinder:
                 continue
             if len(core) < 2:
                 continue
-            known = [f for _, f in core if f in given]
+            known = [f for _, f in core if f in given or _parts_given(f, given)]
             if not known:
                 continue
             yield start, end

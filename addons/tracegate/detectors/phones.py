@@ -26,16 +26,19 @@ DEFAULT_REGIONS = (
 )  # fmt: skip
 SEPARATORS = " \u00a0\u2009\u202f().-/"
 CANDIDATE = re.compile(
-    r"(?<![\w+#/.:=-])(?:\+|00|\()?\d(?:[\d \u00a0\u2009\u202f().\-/]{5,24})\d(?![\w/]|[.,]\d|-\d)"
+    r"(?<![\w+#/.:=-])(?:\+|00|\()?\d(?:[\d \u00a0\u2009\u202f().\-/]{5,24})\d(?![\w/]|[.,]\d|-\w)"
 )
 DATE_OR_TIME = re.compile(
     r"\d{4}[-/. ]\d{1,2}[-/. ]\d{1,2}|\d{1,2}[-/. ]\d{1,2}[-/. ]\d{2,4}"
     r"|\d{1,2}[:.]\d{2}(?:[:.]\d{2})?"
 )
-DATE_START = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b|\d{1,2}[-/.]\d{1,2}[-/.]\d{4}\b")
+DATE_START = re.compile(
+    r"(?:19|20)\d\d[-/.](?:0?[1-9]|1[0-2])[-/.](?:0?[1-9]|[12]\d|3[01])\b"
+    r"|(?:0?[1-9]|[12]\d|3[01])[-/.](?:0?[1-9]|[12]\d|3[01])[-/.](?:19|20)\d\d\b"
+)
 SSN_SHAPE = re.compile(r"\d{3}-\d{2}-\d{4}")
 IPV4_SHAPE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
-DECIMAL = re.compile(r"\d+[.,]\d+")
+DECIMAL = re.compile(r"(?!0\d)\d+[.,]\d+")  # "01204.970620" is a number, not a decimal
 ID_WORDS = {
     "order", "ord", "ticket", "tkt", "case", "sr", "inc", "incident", "build", "ref",
     "reference", "invoice", "inv", "po", "sku", "id", "no", "nr", "acct", "account", "tracking",

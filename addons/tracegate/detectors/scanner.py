@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tracegate.detectors.base import Detector
+from tracegate.detectors.views import normalised
 
 try:  # hyperscan ships manylinux wheels; the fallback keeps other platforms working
     import hyperscan
@@ -23,6 +24,7 @@ except ImportError:  # pragma: no cover - exercised by forcing the fallback in t
 
 SEPARATOR = "\x00"
 CHUNK = 1 << 18
+MEMO_ENTRIES = 1 << 17
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,11 @@ class Scanner:
             self._db = None
         elif self.engine == "hyperscan":
             self._db = hyperscan.Database()
-            flags = [hyperscan.HS_FLAG_CASELESS if d.caseless else 0 for d in self.detectors]
+            # Each anchor reports at most once per text: a hit only says "look closer".
+            single = hyperscan.HS_FLAG_SINGLEMATCH
+            flags = [
+                (hyperscan.HS_FLAG_CASELESS if d.caseless else 0) | single for d in self.detectors
+            ]
             self._db.compile(
                 expressions=[d.anchor.encode() for d in self.detectors],
                 ids=list(range(len(self.detectors))),
@@ -78,25 +84,71 @@ class Scanner:
         scanner = self._probe or self
         if not texts or not scanner.detectors:
             return set()
-        return {index for index, _ in scanner._candidates(texts)}
+        unique: dict[str, int] = {}
+        for text in texts:
+            unique.setdefault(text, len(unique))
+        distinct = list(unique)
+        hit = {distinct[index] for index, _ in scanner._candidates(distinct)}
+        return {index for index, text in enumerate(texts) if text in hit}
 
-    def scan(self, texts: Sequence[str]) -> list[Finding]:
+    def scan(
+        self, texts: Sequence[str], memo: dict[str, list[tuple[int, int, int]]] | None = None
+    ) -> list[Finding]:
+        """Findings in each text. Each distinct text is searched once: traces repeat the same
+        strings (a chat span carries the whole conversation so far), and `memo`, when given,
+        carries what was found across calls (the batches of one body)."""
         if not texts or not self.detectors:
             return []
-        candidates = self._candidates(texts)
+        if memo is None:
+            memo = {}
+        todo: dict[str, None] = {}
+        for text in texts:
+            if text not in memo:
+                todo[text] = None
+        if todo:
+            unique = list(todo)
+            # Detectors read each text's normalised view (escapes, invisible and look-alike
+            # characters, percent- and base64-encoding undone); spans map back to the text.
+            views = [normalised(text) for text in unique]
+            read = [view.text if view else text for view, text in zip(views, unique, strict=True)]
+            found: list[list[tuple[int, int, int]]] = [[] for _ in unique]
+            for text_index, detector_index in sorted(self._candidates(read)):
+                detector = self.detectors[detector_index]
+                view = views[text_index]
+                for start, end in detector.find(read[text_index]):
+                    if view is not None:
+                        start, end = view.original_span(start, end)
+                    found[text_index].append((start, end, detector_index))
+            if len(memo) > MEMO_ENTRIES:
+                memo.clear()
+            memo.update(zip(unique, found, strict=True))
+            del todo, unique, views, read
         findings: list[Finding] = []
-        for text_index, detector_index in sorted(candidates):
-            detector = self.detectors[detector_index]
-            for start, end in detector.find(texts[text_index]):
-                findings.append(Finding(text_index, start, end, detector))
+        detectors = self.detectors
+        for index, text in enumerate(texts):
+            hits = memo.get(text)
+            if hits:
+                findings.extend(Finding(index, s, e, detectors[d]) for s, e, d in hits)
         return findings
 
     def _candidates(self, texts: Sequence[str]) -> set[tuple[int, int]]:
-        """(text index, detector index) pairs whose anchor matched inside that text.
+        """(text index, detector index) pairs whose anchor matched inside that text."""
+        if self.engine == "hyperscan":
+            found: set[tuple[int, int]] = set()
+            current = 0
 
-        Texts are scanned in batches of about CHUNK characters, so the joined buffer (and its
-        encoded copy) stays small however large the document is.
-        """
+            def on_match(detector: int, _from: int, _to: int, _flags: int, _ctx: object) -> None:
+                found.add((current, detector))
+
+            scan = self._db.scan
+            for current, text in enumerate(texts):  # noqa: B007 - read by on_match
+                scan(text.encode("utf-8", "surrogatepass"), match_event_handler=on_match)
+            return found
+        return self._re_candidates(texts)
+
+    def _re_candidates(self, texts: Sequence[str]) -> set[tuple[int, int]]:
+        """The same with Python's `re`: texts joined in batches of about CHUNK characters, so
+        the joined buffer stays small however large the document is."""
         found: set[tuple[int, int]] = set()
         batch: list[int] = []
         size = 0
@@ -120,20 +172,9 @@ class Scanner:
             return found
         joined = SEPARATOR.join([texts[i] for i in clean])
         ends: list[tuple[int, int]] = []  # (detector, end offset) in `joined`
-        if self.engine == "hyperscan":
-            data = joined.encode("utf-8", "surrogatepass")
-            del joined
-            # Byte offsets of each text: split the (chunk-sized) buffer at the separators.
-            starts = _starts(map(len, data.split(SEPARATOR.encode())))
-
-            def on_match(detector: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
-                ends.append((detector, to))
-
-            self._db.scan(data, match_event_handler=on_match)
-        else:
-            starts = _starts(map(len, (texts[i] for i in clean)))
-            for detector, anchor in enumerate(self._anchors):
-                ends.extend((detector, m.end()) for m in anchor.finditer(joined))
+        starts = _starts(map(len, (texts[i] for i in clean)))
+        for detector, anchor in enumerate(self._anchors):
+            ends.extend((detector, m.end()) for m in anchor.finditer(joined))
         for detector, end in set(ends):
             found.add((clean[bisect.bisect_right(starts, end - 1) - 1], detector))
         return found

@@ -196,7 +196,8 @@ GENERIC: list[Detector] = [
         "secrets",
         anchor=r"-----BEGIN [A-Z ]*PRIVATE KEY|PuTTY-User-Key-File",
         pattern=re.compile(
-            r"-----BEGIN ([A-Z ]*)PRIVATE KEY( BLOCK)?-----.*?(?:-----END \1PRIVATE KEY\2-----|\Z)"
+            r"-----BEGIN ([A-Z ]*)PRIVATE KEY(?: BLOCK)?-----.*?"
+            r"(?:-----END \1PRIVATE KEY(?: BLOCK)?-----|\Z)"
             r"|PuTTY-User-Key-File-\d: .*?(?:Private-MAC: [0-9a-f]+|\Z)",
             re.S,
         ),

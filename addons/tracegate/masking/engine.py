@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracegate.config import MaskRule, ScopeConfig
-from tracegate.detectors import BY_NAME
+from tracegate.detectors import for_scope
 from tracegate.masking.paths import CompiledPath, Path, compile_path
 from tracegate.masking.report import MaskReport
 from tracegate.masking.text import TextMasker
@@ -60,7 +60,7 @@ class Masker:
             raise ValueError("hash masks need a hash key")
         enabled = scope.detectors.enabled()
         self._text = TextMasker(
-            [BY_NAME[name] for name in enabled],
+            for_scope(enabled, scope.detectors.phone_regions),
             {name: scope.detectors.action_for(name) for name in enabled},
             hash_key,
         )
@@ -140,7 +140,7 @@ class Masker:
 
     # -- bodies ----------------------------------------------------------------------
 
-    def mask_json(self, body: bytes, report: MaskReport) -> bytes:
+    def mask_json(self, body: bytes, report: MaskReport, indent: int | None = None) -> bytes:
         try:
             document = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -148,7 +148,10 @@ class Masker:
         masked = self.mask_document(document, report)
         del document
         report.documents += 1
-        text = json.dumps(masked, ensure_ascii=False, separators=(",", ":"))
+        if indent is None:
+            text = json.dumps(masked, ensure_ascii=False, separators=(",", ":"))
+        else:
+            text = json.dumps(masked, ensure_ascii=False, indent=indent) + "\n"
         del masked  # the document is freed before its encoded copy is made
         return text.encode()
 
@@ -166,12 +169,15 @@ class Masker:
             out.append(json.dumps(masked, ensure_ascii=False, separators=(",", ":")).encode())
         return b"\n".join(out) + (b"\n" if out else b"")
 
-    def mask_body(self, body: bytes, kind: str, report: MaskReport) -> bytes:
+    def mask_body(
+        self, body: bytes, kind: str, report: MaskReport, indent: int | None = None
+    ) -> bytes:
+        """The masked body; `indent` pretty-prints JSON (for people reading `tracegate mask`)."""
         if kind not in ("json", "jsonl"):
             raise BodyError(f"cannot mask content of kind {kind!r}")
         with _gc_paused():  # parsing, masking and serialising all allocate the whole graph
             if kind == "json":
-                return self.mask_json(body, report)
+                return self.mask_json(body, report, indent)
             return self.mask_jsonl(body, report)
 
 

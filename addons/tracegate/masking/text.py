@@ -107,17 +107,18 @@ class TextMasker:
         of the parsed document however large it is, and each batch is still one scan."""
         root = [document]  # a holder, so a top-level string can be replaced like any other
         batch = _Collected()
+        memo: dict[str, Any] = {}  # findings per distinct string, across the batches
         for parent, key, path in _units(root):
             _collect(parent, key, parent[key], path, 0, 0, batch)
             if len(batch.slots) + len(batch.probes) >= BATCH_STRINGS:
-                self._finish(batch, report)
+                self._finish(batch, report, memo)
                 batch = _Collected()
-        self._finish(batch, report)
+        self._finish(batch, report, memo)
         return root[0]
 
-    def _finish(self, collected: _Collected, report: MaskReport) -> None:
+    def _finish(self, collected: _Collected, report: MaskReport, memo: dict[str, Any]) -> None:
         self._open_probed(collected)
-        findings = self.scanner.scan([raw[2] for raw in collected.slots])
+        findings = self.scanner.scan([raw[2] for raw in collected.slots], memo)
         if self._keyed:
             findings = self._by_key(collected.slots, findings)
         if not findings:
