@@ -6,8 +6,10 @@ same request, with the same client (httpx, keep-alive, N concurrent workers):
     .venv/bin/python scripts/bench/gateway.py [--requests 1500] [--concurrency 8]
     .venv/bin/python scripts/bench/gateway.py --store langfuse   # an `http` store (route map)
 
-S3: one small trace from moto; direct and plain-mitmdump requests carry a SigV4 signature made
-once up front (the store does not refuse a repeated signature). Langfuse: a page of 20 traces
+S3: one small trace and one realistic ~10 KB export (OTLP chat spans repeating their history,
+JSON tool results, digit-heavy strings: `tests.corpus.realistic_export`) from moto, each its
+own table; direct and plain-mitmdump requests carry a SigV4 signature made once up front (the
+store does not refuse a repeated signature). Langfuse: a page of 20 traces
 with their observations from the Langfuse-shaped server in its own process; direct and
 plain-mitmdump requests carry the project's key pair. tracegate requests carry a bearer token
 and the gateway signs or injects its own credentials (and filters the page to one tenant).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 import re
 import signal
@@ -34,8 +37,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "addons"))
+sys.path[:0] = [str(REPO / "addons"), str(REPO)]
 
+from tests.corpus import realistic_export  # noqa: E402
 from tracegate.demo.issuer import TokenIssuer  # noqa: E402
 from tracegate.demo.langfuse import LocalLangfuse  # noqa: E402
 from tracegate.demo.setup import LANGFUSE_EXAMPLE, gateway_env, write_config  # noqa: E402
@@ -43,6 +47,7 @@ from tracegate.demo.store import LocalS3, free_port  # noqa: E402
 from tracegate.demo.traces import sample_objects  # noqa: E402
 
 KEY = "traces/team-a/tr-a001.json"
+REALISTIC_KEY = "traces/team-a/export-10k.json"
 LANGFUSE_PAGE = "/api/public/traces?limit=20&page=1"
 BIN = Path(sys.executable).parent
 LISTENING = re.compile(r"listening at [\d.]+:(\d+)")
@@ -193,9 +198,11 @@ def main() -> int:
         else:
             store = LocalS3()
             store.start(log=work / "moto.log")
-            store.seed(sample_objects())
+            objects = sample_objects()
+            export = {"resourceSpans": [{"scopeSpans": [{"spans": realistic_export(9_000)}]}]}
+            objects[REALISTIC_KEY] = (json.dumps(export).encode(), "application/json")
+            store.seed(objects)
             path, template = f"/traces/{KEY}", None
-            store_headers = signed_headers(store, f"{store.endpoint}{path}")
             what = "one masked trace"
         issuer.serve()
         extra = {"template": template} if template else {}
@@ -219,44 +226,14 @@ def main() -> int:
         )
         processes.append(gated)
         token = issuer.token("bench", ["support-engineers"], tenant="acme")
-        targets = [
-            ("direct to the store", f"{store.endpoint}{path}", store_headers, None),
-            ("plain mitmdump", f"http://127.0.0.1:{plain_port}{path}", store_headers, plain.pid),
-            (
-                "tracegate (mitmdump -s)",
-                f"http://127.0.0.1:{gated_port}{path}",
-                {"authorization": f"Bearer {token}"},
-                gated.pid,
-            ),
-        ]
-        rounds: dict[str, list[dict]] = {name: [] for name, *_ in targets}
-        for _ in range(args.rounds):  # interleaved, so drift on a shared machine hits all alike
-            for name, url, headers, pid in targets:
-                rounds[name].append(
-                    asyncio.run(load(url, headers, args.requests, args.concurrency, pid))
-                )
-        results = {
-            name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-            for name, runs in rounds.items()
-        }
-        baseline = results["plain mitmdump"]["rps"]
-        size = len(httpx.get(targets[2][1], headers=targets[2][2]).content)
-        print(
-            f"\nmedian of {args.rounds} interleaved rounds of {args.requests} GETs of {what} "
-            f"({size} bytes served by tracegate), "
-            f"{args.concurrency} concurrent keep-alive connections, loopback, "
-            f"{os.cpu_count()} cores"
-        )
-        print(
-            f"{'target':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'vs mitmdump':>13}"
-            f"{'proxy CPU ms/req':>18}{'errors':>8}"
-        )
-        for name, r in results.items():
-            cpu = f"{r['cpu_ms']:.2f}" if r["cpu_ms"] else "-"
-            print(
-                f"{name:<26}{r['rps']:>9.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
-                f"{r['rps'] / baseline:>12.0%}{cpu:>18}{r['errors']:>8}"
-            )
+        benches = [(path, what)]
+        if args.store == "s3":
+            benches.append((f"/traces/{REALISTIC_KEY}", "a realistic ~10 KB trace export"))
+        for path, what in benches:
+            if args.store == "s3":
+                store_headers = signed_headers(store, f"{store.endpoint}{path}")
+            ports = (plain_port, gated_port, plain.pid, gated.pid)
+            run_bench(args, store, path, what, store_headers, token, ports)
         cached, uncached = token_throughput(issuer)
         print(
             f"\ntoken validations/s in one process: {cached:,.0f} with the cache, "
@@ -269,6 +246,49 @@ def main() -> int:
         issuer.stop()
         if isinstance(store, LocalS3):
             store.stop()
+
+
+def run_bench(args, store, path: str, what: str, store_headers, token: str, ports) -> None:
+    """One table: the same GET direct, through plain mitmdump and through tracegate."""
+    plain_port, gated_port, plain_pid, gated_pid = ports
+    targets = [
+        ("direct to the store", f"{store.endpoint}{path}", store_headers, None),
+        ("plain mitmdump", f"http://127.0.0.1:{plain_port}{path}", store_headers, plain_pid),
+        (
+            "tracegate (mitmdump -s)",
+            f"http://127.0.0.1:{gated_port}{path}",
+            {"authorization": f"Bearer {token}"},
+            gated_pid,
+        ),
+    ]
+    rounds: dict[str, list[dict]] = {name: [] for name, *_ in targets}
+    for _ in range(args.rounds):  # interleaved, so drift on a shared machine hits all alike
+        for name, url, headers, pid in targets:
+            rounds[name].append(
+                asyncio.run(load(url, headers, args.requests, args.concurrency, pid))
+            )
+    results = {
+        name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        for name, runs in rounds.items()
+    }
+    baseline = results["plain mitmdump"]["rps"]
+    size = len(httpx.get(targets[2][1], headers=targets[2][2]).content)
+    print(
+        f"\nmedian of {args.rounds} interleaved rounds of {args.requests} GETs of {what} "
+        f"({size} bytes served by tracegate), "
+        f"{args.concurrency} concurrent keep-alive connections, loopback, "
+        f"{os.cpu_count()} cores"
+    )
+    print(
+        f"{'target':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'vs mitmdump':>13}"
+        f"{'proxy CPU ms/req':>18}{'errors':>8}"
+    )
+    for name, r in results.items():
+        cpu = f"{r['cpu_ms']:.2f}" if r["cpu_ms"] else "-"
+        print(
+            f"{name:<26}{r['rps']:>9.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
+            f"{r['rps'] / baseline:>12.0%}{cpu:>18}{r['errors']:>8}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Masking speed and memory: tracegate's detectors against a plain JSON round trip.
 
-    .venv/bin/python scripts/bench/masking.py [--sizes 1,20] [--repeat 3]
+    .venv/bin/python scripts/bench/masking.py [--sizes 1,20] [--repeat 3] [--cli-mb 60]
 
 For each size, one trace body of realistic prose in trace shapes (OTLP spans, Langfuse-style
 traces, chat logs) is generated, then timed side by side: json.loads + json.dumps (the floor:
@@ -105,10 +105,37 @@ def peak_rss_ratio(body: bytes, work: str = MASKING, setup: str = "") -> float:
     return int(result.stdout.strip()) / len(body)
 
 
+def cli_rows(megabytes: float) -> list[tuple[str, float]]:
+    """Whole processes on one file: `tracegate mask --detectors all` and a stdlib round trip."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "export.json"
+        path.write_bytes(body_of(megabytes))
+        out = Path(tmp) / "out"
+        commands = [
+            (
+                "python -c json.dump(json.load(f))",
+                [sys.executable, "-c", "import json,sys; json.dump(json.load(open(sys.argv[1])), "
+                 "open(sys.argv[2], 'w'))", str(path), str(Path(tmp) / "rt.json")],
+            ),
+            (
+                "tracegate mask --detectors all",
+                [str(Path(sys.executable).parent / "tracegate"), "mask", "--detectors", "all",
+                 "-o", str(out), str(path)],
+            ),
+        ]  # fmt: skip
+        rows = []
+        for name, argv in commands:
+            started = time.perf_counter()
+            subprocess.run(argv, check=True, capture_output=True)
+            rows.append((name, time.perf_counter() - started))
+        return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,20", help="body sizes in MB, comma-separated")
     parser.add_argument("--repeat", type=int, default=5, help="best of N timings")
+    parser.add_argument("--cli-mb", type=float, default=60, help="file size for the CLI rows")
     args = parser.parse_args()
     rows = []
     for size in (float(s) for s in args.sizes.split(",")):
@@ -138,6 +165,13 @@ def main() -> int:
             f"{mb:>8.1f}{mb / floor:>22.0f}{mb / t_fast:>16.0f}{floor / t_fast:>7.0%}"
             f"{mb / t_slow:>14.1f}{rss_floor:>29.1f}{rss:>11.1f}{cold:>8.1f}{found:>10}"
         )
+    if args.cli_mb:
+        rows = cli_rows(args.cli_mb)
+        base = rows[0][1]
+        print(f"\nwhole process on one {args.cli_mb:.0f} MB export (JSON)")
+        print(f"{'command':<36}{'seconds':>9}{'MB/s':>8}{'vs round trip':>15}")
+        for name, seconds in rows:
+            print(f"{name:<36}{seconds:>9.2f}{args.cli_mb / seconds:>8.1f}{base / seconds:>15.2f}x")
     return 0
 
 

@@ -157,9 +157,9 @@ def _windows(text: str) -> list[tuple[int, int]]:
     spots.extend(m.start() for m in NUMBER_THEN_POSTCODE.finditer(text))
     windows: list[tuple[int, int]] = []
     for spot in sorted(spots):
-        lo, hi = max(0, spot - 80), min(len(text), spot + 80)
-        if not DIGIT.search(text, lo, hi):
-            continue  # every address shape has a number
+        if not DIGIT.search(text, max(0, spot - 48), spot + 48):
+            continue  # every address shape has its house number near the street word
+        lo, hi = max(0, spot - 72), min(len(text), spot + 72)
         if windows and lo <= windows[-1][1]:
             windows[-1] = (windows[-1][0], hi)
         else:

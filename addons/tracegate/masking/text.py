@@ -184,14 +184,14 @@ class TextMasker:
         level: documents found inside those are probed in the next round."""
         while collected.probes:
             probes, collected.probes = collected.probes, []
-            texts: list[str] = []
-            owners: list[int] = []
-            for index, probe in enumerate(probes):
-                variants = _probe_texts(probe[2])
-                texts.extend(variants)
-                owners.extend([index] * len(variants))
-            hit = {owners[i] for i in self.scanner.probe(texts)}
-            del texts, owners
+            # The raw text first (most embedded documents that hold anything show it there);
+            # only the rest is probed again with JSON's escapes undone.
+            hit = self.scanner.probe([probe[2] for probe in probes])
+            rest = [i for i in range(len(probes)) if i not in hit and "\\" in probes[i][2]]
+            if rest:
+                unescaped = [_ESCAPE.sub(_unescape, probes[i][2]) for i in rest]
+                hit |= {rest[i] for i in self.scanner.probe(unescaped)}
+                del unescaped
             for index in sorted(hit):
                 parent, key, text, path, owner, depth = probes[index]
                 _add_string(parent, key, text, path, owner, depth, collected)
@@ -308,14 +308,6 @@ def _add_string(
             _collect([inner], 0, inner, (*path, "<json>"), len(out.embedded), depth + 1, out)
             return
     out.slots.append((parent, key, text, (), owner, path, None))
-
-
-def _probe_texts(raw: str) -> list[str]:
-    """What to probe for a JSON-looking string: its text and, if it has escapes, the text with
-    them undone (`\\uXXXX` included), where every value of the document appears as parsed."""
-    if "\\" not in raw:
-        return [raw]
-    return [raw, _ESCAPE.sub(_unescape, raw)]
 
 
 def _unescape(match: re.Match[str]) -> str:
