@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import sqlite3
 import subprocess
 import threading
@@ -496,6 +497,42 @@ def test_webhook_announces_each_approval_and_decision_without_data(make_gateway,
     assert posts[0]["tracegate"]["link"] == f"{gateway.admin_url}/approvals/{approval['id']}"
     assert posts[0]["blocks"][0]["type"] == "section"  # Slack's block layout
     assert PLANTED_EMAIL not in json.dumps(posts)
+
+
+HOSTILE_REASON = (
+    "INC-1 <https://evil.example/approve?id=1|Approve> <!channel> @here @channel "
+    "*urgent* `code` see https://evil.example/x & www.evil.example\tfake: APPROVED by sec1"
+)
+
+
+def test_requester_text_reaches_slack_and_mitmweb_without_links_mentions_or_lines(
+    make_gateway, tokens
+):
+    hook = Hook()
+    try:
+        gateway = make_gateway(**{RULES: rules(), "approvals.webhook_url": hook.url})
+        pending = in_background(fetch, gateway, tokens["alice"], reason=HOSTILE_REASON)
+        [approval] = wait_pending(gateway, tokens["sec1"])
+        decide(gateway, tokens["sec1"], approval["id"], "deny")
+        pending.result(timeout=30)
+        [post, *_] = hook.wait(2)
+    finally:
+        hook.stop()
+    text = post["blocks"][0]["text"]["text"]
+    links = re.findall(r"<([^>]*)>", text)  # Slack renders only <...> as links or mentions
+    assert links == [f"{gateway.admin_url}/approvals/{approval['id']}|{approval['id']}"]
+    assert "&lt;!channel&gt;" in text and "&amp;" in text
+    assert "@here" not in text and "@channel" not in text  # broken by a word joiner
+    assert "https://evil" not in text and "www.evil" not in text
+    assert "*urgent*" not in text and "\t" not in text
+    assert "INC-1" in text  # still readable
+
+
+def test_mitmweb_comment_holds_requester_text_on_one_line():
+    from tracegate.approvals import display
+
+    assert display.plain("a\nfake: APPROVED\r\x1b[2J\u202eevil") == "a fake: APPROVED [2J evil"
+    assert len(display.plain("x" * 1000)) == display.MAX_TEXT
 
 
 @pytest.mark.parametrize("broken", ["refusing", "unreachable"])

@@ -404,3 +404,50 @@ def test_a_key_removed_from_the_jwks_stops_working_after_the_refresh_interval(ow
             await validator.validate(own_issuer.token("d", key=old_key))
 
     asyncio.run(scenario())
+
+
+def signed(issuer: TokenIssuer, drop: tuple[str, ...] = (), header: dict | None = None, **claims):
+    """A token correctly signed by the issuer's key, with claims removed or replaced."""
+    now = int(time.time())
+    body = {"iss": issuer.issuer, "aud": "tracegate", "sub": "mallory", "iat": now}
+    body |= {"nbf": now, "exp": now + 3600, "groups": ["support-engineers"]}
+    body.update(claims)
+    for name in drop:
+        body.pop(name)
+    key = issuer.key("RS256")
+    return jwt.encode(body, key.private_pem, algorithm="RS256", headers=header or {"kid": key.kid})
+
+
+@pytest.mark.parametrize(
+    ("make_token", "reason"),
+    [
+        (lambda i: signed(i, drop=("aud",)), "token has no aud claim"),
+        (lambda i: signed(i, drop=("exp",)), "token has no exp claim"),
+        (lambda i: signed(i, exp=str(int(time.time()) + 3600)), "claim 'exp' is not a number"),
+        (lambda i: signed(i, exp=True), "claim 'exp' is not a number"),
+        (lambda i: signed(i, nbf="0"), "claim 'nbf' is not a number"),
+        (lambda i: signed(i, aud=["tracegate", 7]), "claim 'aud' is not a string"),
+        (lambda i: signed(i, header={"kid": ["a", "b"]}), "header 'kid' is not a string"),
+        (lambda i: signed(i, header={"kid": {"k": 1}}), "header 'kid' is not a string"),
+    ],
+    ids=[
+        "no-aud",
+        "no-exp",
+        "string-exp",
+        "bool-exp",
+        "string-nbf",
+        "mixed-aud",
+        "list-kid",
+        "map-kid",
+    ],
+)
+def test_gateway_refuses_correctly_signed_tokens_of_the_wrong_shape_with_401(
+    shared_gateway, issuer, make_token, reason
+):
+    response = httpx.get(
+        shared_gateway.url + "/traces/traces/team-a/tr-a001.json",
+        headers={"Authorization": f"Bearer {make_token(issuer)}"},
+    )
+    assert response.status_code == 401, response.text
+    assert reason in response.json()["error"]["reason"]
+    assert "messages" not in response.text

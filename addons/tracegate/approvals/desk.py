@@ -10,6 +10,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from tracegate.approvals import display
 from tracegate.approvals.model import (
     CANCELLED,
     DENIED,
@@ -123,12 +124,13 @@ class ApprovalDesk:
             [f"role {r}" for r in approval.approver_roles]
             + [f"group {g}" for g in approval.approver_groups]
         )
+        reason = display.plain(approval.reason) if approval.reason else "(none)"
         return (
             f"tracegate: HELD for approval {approval.id} ({approval.required} of {wanted}): "
-            f"{approval.requester_subject} as {approval.role}/{approval.purpose} asks "
-            f"{approval.operation} {approval.resource}; why held: {approval.why}; reason given: "
-            f"{approval.reason or '(none)'}. Resume = approve, Kill = deny, or use "
-            f"{self.link(approval.id)}"
+            f"{display.plain(approval.requester_subject)} as {approval.role}/{approval.purpose} "
+            f"asks {approval.operation} {display.plain(approval.resource)}; why held: "
+            f"{display.plain(approval.why)}; reason given: {reason}. Resume = approve, "
+            f"Kill = deny, or use {self.link(approval.id)}"
         )
 
     async def resumed_in_ui(self, approval: Approval, ui_resume: str) -> Approval:

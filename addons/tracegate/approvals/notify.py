@@ -12,25 +12,28 @@ from typing import Any
 
 import httpx
 
+from tracegate.approvals import display
 from tracegate.approvals.model import Approval
 
 logger = logging.getLogger(__name__)
 
 
 def message(event: str, approval: Approval, link: str) -> dict[str, Any]:
-    """Slack's incoming-webhook shape (`text` plus blocks); never any trace data."""
-    who = approval.requester_subject
-    what = f"{approval.request_summary_line()}"
+    """Slack's incoming-webhook shape (`text` plus blocks); never any trace data. Everything a
+    requester or an identity provider chose is escaped for mrkdwn; only our link is a link."""
+    who = display.slack(approval.requester_subject)
+    what = display.slack(approval.request_summary_line())
     if event == "requested":
+        reason = display.slack(approval.reason) if approval.reason else "(none)"
         text = (
             f"Approval {approval.id} needed: {who} asks for {what} as "
-            f"{approval.role}/{approval.purpose}. Why held: {approval.why}. "
-            f"Reason given: {approval.reason or '(none)'}. Decide: {link}"
+            f"{approval.role}/{approval.purpose}. Why held: {display.slack(approval.why)}. "
+            f"Reason given: {reason}. Decide: <{link}|{approval.id}>"
         )
     else:
-        by = approval.decided_by or "tracegate"
+        by = display.slack(approval.decided_by or "tracegate")
         how = f" via {approval.decision_how}" if approval.decision_how else ""
-        text = f"Approval {approval.id} {event} by {by}{how}: {who}, {what}. {link}"
+        text = f"Approval {approval.id} {event} by {by}{how}: {who}, {what}. <{link}|details>"
     return {
         "text": text,
         "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],

@@ -220,6 +220,7 @@ class TokenValidator:
             unverified = jwt.get_unverified_claims(token)
         except JWTError:
             raise unauthenticated("malformed token: not a signed JWT", "malformed") from None
+        _check_shapes(header, unverified)
         alg = header.get("alg")
         issuer = unverified.get("iss")
         provider = self._providers.get(issuer) if isinstance(issuer, str) else None
@@ -240,6 +241,7 @@ class TokenValidator:
         if key.get("alg") not in (None, alg):
             raise unauthenticated(f"token algorithm {alg} does not match key {kid!r}", "algorithm")
         claims = self._verify(token, key, alg, provider)
+        _check_shapes(header, claims)
         return self._principal(claims, provider)
 
     def _verify(
@@ -276,8 +278,42 @@ class TokenValidator:
             provider=provider.name,
             groups=tuple(str(g) for g in groups if isinstance(g, str | int)),
             claims=claims,
-            expires_at=float(exp) if isinstance(exp, int | float) else None,
+            expires_at=float(exp),
         )
+
+
+REQUIRED_CLAIMS = ("iss", "aud", "exp")
+NUMERIC_DATES = ("exp", "nbf", "iat")
+
+
+def _check_shapes(header: Any, claims: Any) -> None:
+    """Refuse a token whose header or claims have the wrong shape before anything uses them:
+    `iss`, `aud` and `exp` must be present, dates numbers (not strings or booleans), `aud` a
+    string or a list of strings, `kid` and `alg` strings. Each is a 401 with its reason."""
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise unauthenticated(
+            "malformed token: header and claims must be JSON objects", "malformed"
+        )
+    for name in ("kid", "alg", "typ"):
+        if name in header and not isinstance(header[name], str):
+            raise unauthenticated(f"malformed token: header {name!r} is not a string", "malformed")
+    missing = [name for name in REQUIRED_CLAIMS if name not in claims]
+    if missing:
+        raise unauthenticated(f"token has no {', '.join(missing)} claim", "claims")
+    for name in NUMERIC_DATES:
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise unauthenticated(f"malformed token: claim {name!r} is not a number", "claims")
+    audience = claims["aud"]
+    if not (
+        isinstance(audience, str)
+        or (isinstance(audience, list) and audience and all(isinstance(a, str) for a in audience))
+    ):
+        raise unauthenticated(
+            "malformed token: claim 'aud' is not a string or list of strings", "claims"
+        )
+    if not isinstance(claims["iss"], str):
+        raise unauthenticated("malformed token: claim 'iss' is not a string", "claims")
 
 
 def _claims_reason(message: str, provider: ProviderConfig) -> tuple[str, str]:
