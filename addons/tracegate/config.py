@@ -387,6 +387,8 @@ class HttpUpstreamConfig(_Store):
 
 class LimitsConfig(Strict):
     max_body_bytes: int = 16 * 1024 * 1024
+    # Masking one answer may take at most this long; past it the answer is refused (503).
+    mask_seconds: float = Field(10.0, gt=0)
     # How long a request held by an operator's intercept may wait to be resumed.
     hold_seconds: float = Field(300, gt=0)
 

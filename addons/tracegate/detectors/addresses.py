@@ -140,6 +140,7 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
 
 
 DIGIT = re.compile(r"\d")
+MAX_WINDOW = 480  # characters the exact patterns see at once, however many street words
 WORD_TOKEN = re.compile(r"[^\W\d_]+")
 STREET_WORD_SET = frozenset(STREET_WORDS.split("|"))
 SUFFIX_END = re.compile(rf"(?i:{STREET_SUFFIXES})$")
@@ -160,7 +161,7 @@ def _windows(text: str) -> list[tuple[int, int]]:
         if not DIGIT.search(text, max(0, spot - 48), spot + 48):
             continue  # every address shape has its house number near the street word
         lo, hi = max(0, spot - 72), min(len(text), spot + 72)
-        if windows and lo <= windows[-1][1]:
+        if windows and lo <= windows[-1][1] and hi - windows[-1][0] <= MAX_WINDOW:
             windows[-1] = (windows[-1][0], hi)
         else:
             windows.append((lo, hi))

@@ -63,6 +63,7 @@ NOT_PERSON_KEY = re.compile(
 )
 
 
+MAX_RUN = 12  # tokens; a longer run of capitals is cut (a name never has more)
 STOP_WORDS = 25000  # the most frequent English words; rarer ones are often names themselves
 
 
@@ -114,7 +115,7 @@ def _runs(text: str) -> Iterator[list[re.Match[str]]]:
     last_end = -1
     for match in TOKEN.finditer(text):
         token = match.group()
-        joined = bool(run) and text[last_end : match.start()] == " "
+        joined = bool(run) and text[last_end : match.start()] == " " and len(run) < MAX_RUN
         word = token.rstrip(".").lower()
         if run and not joined:
             yield run

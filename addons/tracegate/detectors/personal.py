@@ -93,7 +93,8 @@ def _ssn_key(key: str) -> str | None:
 
 
 IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\d|\.\d)")
-IPV6 = re.compile(r"(?<![0-9A-Za-z:.])[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?![0-9A-Za-z:])")
+# One maximal run of address characters (linear: no nested choice of where the colons are).
+IPV6_RUN = re.compile(r"(?<![0-9A-Za-z:.])[0-9A-Fa-f:.]{2,}")
 
 
 def _ipv4s(text: str) -> Iterator[Span]:
@@ -108,10 +109,13 @@ def _ipv4s(text: str) -> Iterator[Span]:
 
 
 def _ipv6s(text: str) -> Iterator[Span]:
-    for match in IPV6.finditer(text):
+    for match in IPV6_RUN.finditer(text):
         candidate = match.group().rstrip(".")
-        if not re.search(r"[0-9A-Fa-f]", candidate):
+        end = match.end()
+        if candidate.count(":") < 2 or len(candidate) > 45:
             continue
+        if end < len(text) and (text[end].isalnum() or text[end] == ":"):
+            continue  # part of a longer token ("fe80::1abz")
         try:
             ipaddress.IPv6Address(candidate)
         except ValueError:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tracegate.budget import check as check_budget
 from tracegate.detectors.base import Detector
 from tracegate.detectors.views import normalised
 
@@ -113,6 +114,7 @@ class Scanner:
             read = [view.text if view else text for view, text in zip(views, unique, strict=True)]
             found: list[list[tuple[int, int, int]]] = [[] for _ in unique]
             for text_index, detector_index in sorted(self._candidates(read)):
+                check_budget()
                 detector = self.detectors[detector_index]
                 view = views[text_index]
                 for start, end in detector.find(read[text_index]):

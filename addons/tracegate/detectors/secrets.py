@@ -117,7 +117,8 @@ def _valued(pattern: re.Pattern[str], check) -> callable:
 # `DB_PASSWORD=`, `--password=`, `"apiKey": "`, `client_secret: ...`: the keyword may close a
 # longer name (A_B_PASSWORD) and the value runs to whitespace or a quote.
 ASSIGNMENT = re.compile(
-    rf"(?i)(?<![A-Za-z0-9])[A-Za-z0-9_.-]*?(?:{KEYWORDS})[A-Za-z0-9_]*['\"]?\s*(?::|=|=>)\s*"
+    rf"(?i)(?<![A-Za-z0-9])[A-Za-z0-9_.-]{{0,40}}?(?:{KEYWORDS})[A-Za-z0-9_]{{0,40}}['\"]?"
+    r"\s{0,8}(?::|=|=>)\s{0,8}"
     r"(?:['\"](?P<quoted>[^'\"\n]{4,200})['\"]|(?P<value>[^\s'\",;{}()\[\]]{4,200}))"
 )
 

@@ -20,7 +20,7 @@ from tracegate.config import MaskRule, ScopeConfig
 from tracegate.detectors import for_scope
 from tracegate.masking.paths import CompiledPath, Path, compile_path
 from tracegate.masking.report import MaskReport
-from tracegate.masking.text import TextMasker
+from tracegate.masking.text import DocumentTooDeep, TextMasker
 
 _KEEP_ALL = object()
 
@@ -140,12 +140,20 @@ class Masker:
 
     # -- bodies ----------------------------------------------------------------------
 
+    def _guarded(self, document: Any, report: MaskReport) -> Any:
+        try:
+            return self.mask_document(document, report)
+        except (DocumentTooDeep, RecursionError) as exc:
+            raise BodyError(f"cannot mask: {exc or 'nested too deeply'}") from None
+
     def mask_json(self, body: bytes, report: MaskReport, indent: int | None = None) -> bytes:
         try:
             document = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BodyError(f"body is not valid JSON: {exc}") from None
-        masked = self.mask_document(document, report)
+        except RecursionError:
+            raise BodyError("body is JSON nested too deeply to mask") from None
+        masked = self._guarded(document, report)
         del document
         report.documents += 1
         if indent is None:
@@ -164,7 +172,9 @@ class Masker:
                 document = json.loads(line)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise BodyError(f"line {number} is not valid JSON: {exc}") from None
-            masked = self.mask_document(document, report)
+            except RecursionError:
+                raise BodyError(f"line {number} is JSON nested too deeply to mask") from None
+            masked = self._guarded(document, report)
             report.documents += 1
             out.append(json.dumps(masked, ensure_ascii=False, separators=(",", ":")).encode())
         return b"\n".join(out) + (b"\n" if out else b"")

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracegate.budget import check as check_budget
 from tracegate.detectors.base import Detector
 from tracegate.detectors.scanner import Finding, Scanner
 from tracegate.detectors.secrets import SECRET_KEY_NAMES, SECRET_KEY_WORDS, is_secret_key_name
@@ -29,6 +30,7 @@ from tracegate.masking.paths import Path
 from tracegate.masking.report import MaskReport
 
 MAX_JSON_DEPTH = 3
+MAX_NESTING = 256  # containers inside containers; deeper is refused (or, in a string, text)
 # The shortest value any detector reports ("a@b.io", "1.1.1.1", a 6-character password).
 MIN_TEXT = 6
 # Strings collected before a batch is scanned and applied (bounds the bookkeeping in memory).
@@ -41,6 +43,10 @@ KEY_NAME_PROBE = "|".join(
 )
 _ESCAPE = re.compile(r'\\(["\\/bfnrt]|u[0-9A-Fa-f]{4})')
 _UNESCAPED = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+class DocumentTooDeep(ValueError):
+    """A document nested deeper than MAX_NESTING."""
 
 
 @dataclass(slots=True)
@@ -117,6 +123,7 @@ class TextMasker:
         return root[0]
 
     def _finish(self, collected: _Collected, report: MaskReport, memo: dict[str, Any]) -> None:
+        check_budget()
         self._open_probed(collected)
         findings = self.scanner.scan([raw[2] for raw in collected.slots], memo)
         if self._keyed:
@@ -265,6 +272,8 @@ def _collect(
 
 
 def _walk(container: Any, path: Path, owner: int, depth: int, out: _Collected, append: Any) -> None:
+    if len(path) > MAX_NESTING:
+        raise DocumentTooDeep(f"JSON nested deeper than {MAX_NESTING} levels")
     items = container.items() if type(container) is dict else enumerate(container)
     for k, value in items:
         kind = type(value)
@@ -299,14 +308,18 @@ def _add_string(
     if depth < MAX_JSON_DEPTH and len(stripped) > 1 and stripped[-1] in "}]":
         try:
             inner = json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):
             inner = None
         if isinstance(inner, dict | list):
             compact = ", " not in text and ": " not in text
             slot = _Slot(parent, key, text, (), owner, exact=path)
+            mark = (len(out.slots), len(out.embedded), len(out.probes))
             out.embedded.append(_Embedded(slot, inner, compact))
-            _collect([inner], 0, inner, (*path, "<json>"), len(out.embedded), depth + 1, out)
-            return
+            try:
+                _collect([inner], 0, inner, (*path, "<json>"), len(out.embedded), depth + 1, out)
+                return
+            except DocumentTooDeep:  # over-deep JSON inside a string is read as text
+                del out.slots[mark[0] :], out.embedded[mark[1] :], out.probes[mark[2] :]
     out.slots.append((parent, key, text, (), owner, path, None))
 
 

@@ -9,6 +9,7 @@ import time
 from mitmproxy import http
 
 from tracegate.approvals import response_need
+from tracegate.budget import MaskingTimeout, budget
 from tracegate.content import body_too_large
 from tracegate.denial import Denial, gateway_failure
 from tracegate.proxy import flowbridge
@@ -74,10 +75,11 @@ class ResponseFilter:
             if response.timestamp_end and flow.request.timestamp_end:
                 exchange.upstream_seconds = response.timestamp_end - flow.request.timestamp_end
             started = time.monotonic()
-            if len(raw) > THREAD_THRESHOLD:
-                answer = await asyncio.to_thread(state.gateway.respond, *args)
-            else:
-                answer = state.gateway.respond(*args)
+            with budget(state.gateway.config.limits.mask_seconds):
+                if len(raw) > THREAD_THRESHOLD:
+                    answer = await asyncio.to_thread(state.gateway.respond, *args)
+                else:
+                    answer = state.gateway.respond(*args)
             exchange.masking_seconds = time.monotonic() - started
             state.safe_response = flowbridge.apply(flow, answer)
             exchange.returned(b"" if answer.head else answer.body, answer.status)
@@ -89,6 +91,16 @@ class ResponseFilter:
                     await self.approvals.hold(flow, state, need, "response")
         except Denial as denial:
             deny(flow, state, denial)
+        except MaskingTimeout as exc:
+            deny(
+                flow,
+                state,
+                Denial(
+                    503,
+                    "MaskingTimeout",
+                    f"refused, not served unmasked: {exc} (limits.mask_seconds)",
+                ),
+            )
         except Exception:
             logger.exception("tracegate: response hook failed for flow %s", flow.id)
             deny(flow, state, gateway_failure("internal error while masking the response"))
