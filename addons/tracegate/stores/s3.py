@@ -11,7 +11,7 @@ import base64
 import hashlib
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 from xml.etree import ElementTree
@@ -93,6 +93,13 @@ def parse_request(
 ) -> Access:
     """Classify an S3 request, or raise a Denial saying why it is not an allowed read."""
     params = {k.lower(): v for k, v in query}
+    if len(params) != len(query):
+        seen: set[str] = set()
+        repeated = next(k.lower() for k, _ in query if k.lower() in seen or seen.add(k.lower()))
+        raise bad_request(
+            f"query parameter {repeated!r} is repeated; each parameter may appear once "
+            "(the gateway decides on exactly what it forwards)"
+        )
     if _PRESIGN_PARAMS & params.keys():
         raise forbidden("presigned (query-string) authentication is not accepted")
     req_bucket, key = canonical_parts(raw_path)
@@ -147,7 +154,8 @@ class ListingFilterResult:
 
 
 def filter_listing(body: bytes, prefixes: Sequence[str]) -> ListingFilterResult:
-    """Remove keys and common prefixes the role may not see from a ListBucketResult."""
+    """Remove keys and common prefixes the role may not see from a ListBucketResult, and
+    every part of it that would name them (markers) or describe the unmasked objects."""
     ElementTree.register_namespace("", S3_NS)
     root = ElementTree.fromstring(body)
     ns = {"s3": S3_NS} if root.tag.startswith("{") else {}
@@ -161,9 +169,19 @@ def filter_listing(body: bytes, prefixes: Sequence[str]) -> ListingFilterResult:
     for contents in root.findall(q("Contents"), ns):
         if key_in_scope(decoded(contents.findtext(q("Key"), namespaces=ns)), prefixes):
             kept += 1
+            # The store's ETag is the MD5 of the unmasked object (a guessing oracle), the
+            # owner names a person: neither describes what the gateway serves.
+            for name in ("ETag", "Owner", "ChecksumAlgorithm", "ChecksumType"):
+                for element in contents.findall(q(name), ns):
+                    contents.remove(element)
         else:
             root.remove(contents)
             removed += 1
+    # Markers the store echoes or proposes may name keys outside the scope.
+    for name in ("NextMarker", "StartAfter", "Marker"):
+        for element in root.findall(q(name), ns):
+            if element.text and not key_in_scope(decoded(element.text), prefixes):
+                root.remove(element)
     for common in root.findall(q("CommonPrefixes"), ns):
         if prefix_overlaps(decoded(common.findtext(q("Prefix"), namespaces=ns)), prefixes):
             kept += 1
@@ -186,6 +204,22 @@ CHECKSUM_HEADERS = (
     "x-amz-checksum-sha1",
     "x-amz-checksum-sha256",
 )
+
+
+# The only store headers served (everything else, e.g. x-amz-content-sha256, Content-Disposition,
+# Set-Cookie, Location, x-amz-meta-*, the store's ETag and checksums, is dropped): they
+# describe the request or the object's storage, never the unmasked bytes.
+SERVED_STORE_HEADERS = frozenset(
+    {
+        "content-type", "last-modified", "date", "x-amz-request-id", "x-amz-id-2",
+        "x-amz-version-id", "x-amz-storage-class", "x-amz-server-side-encryption",
+        "cache-control", "content-language", "expires",
+    }
+)  # fmt: skip
+
+
+def served_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items() if k.lower() in SERVED_STORE_HEADERS}
 
 
 def etag_for(body: bytes) -> str:

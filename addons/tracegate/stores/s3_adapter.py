@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,6 +32,8 @@ class ObjectConditions:
     range_header: str | None = None
     if_match: str | None = None
     if_none_match: str | None = None
+    if_modified_since: str | None = None
+    if_unmodified_since: str | None = None
 
 
 class S3Store(SignedStoreAdapter):
@@ -52,7 +55,11 @@ class S3Store(SignedStoreAdapter):
         query: list[tuple[str, str]] = []
         if access.operation in s3.OBJECT_OPERATIONS:
             exchange.store_state = ObjectConditions(
-                request.header("range"), request.header("if-match"), request.header("if-none-match")
+                request.header("range"),
+                request.header("if-match"),
+                request.header("if-none-match"),
+                request.header("if-modified-since"),
+                request.header("if-unmodified-since"),
             )
             method = "GET"  # HEAD must report the masked size, so fetch the object
         elif access.operation in s3.LIST_OPERATIONS:
@@ -61,11 +68,9 @@ class S3Store(SignedStoreAdapter):
         if query:
             path += "?" + urlencode(sorted(query), quote_via=quote, safe="-_.~")
         url = f"{self._scheme}://{self._netloc}{path}"
+        # Conditions are answered here against the masked object, never forwarded (the store
+        # would answer them about its own bytes, and a 304 would carry its ETag).
         headers = {"host": self._netloc, "accept-encoding": "identity"}
-        for name in ("if-modified-since", "if-unmodified-since"):
-            value = request.header(name)
-            if value and access.operation in s3.OBJECT_OPERATIONS:
-                headers[name] = value
         signed = self.signer.sign(method, url, headers)
         return UpstreamRequest(method, self._scheme, self._host, self._port, path, signed)
 
@@ -80,8 +85,11 @@ class S3Store(SignedStoreAdapter):
     ) -> ClientResponse:
         access, grant = exchange.access, exchange.grant
         assert isinstance(access, s3.Access) and grant is not None
-        # User metadata is not masked, so it is not served.
-        base = {**base, **{k: None for k in headers if k.startswith("x-amz-meta-")}}
+        # Only allow-listed store headers are served (user metadata, content hashes, cookies,
+        # redirects... are not); the answer's headers are built from scratch.
+        base = {**s3.served_headers(headers), **base}
+        if status in (301, 302, 303, 307, 308):
+            raise gateway_failure(f"the store answered a redirect ({status}); not followed")
         if status >= 300:
             return _store_error(status, body, base)
         if access.operation in s3.LIST_OPERATIONS:
@@ -90,9 +98,9 @@ class S3Store(SignedStoreAdapter):
             except Exception as exc:
                 raise gateway_failure(f"cannot parse the store's listing: {exc}") from None
             exchange.report.listing_removed = result.removed
-            return ClientResponse(status, result.body, base)
+            return ClientResponse(status, result.body, _present(base), replace_headers=True)
         if access.operation == "HeadBucket":
-            return ClientResponse(status, b"", base, head=True)
+            return ClientResponse(status, b"", _present(base), replace_headers=True, head=True)
         return self._object(exchange, headers, body, base, masker)
 
     def _object(
@@ -116,7 +124,18 @@ class S3Store(SignedStoreAdapter):
         if conditions.if_match and conditions.if_match.strip() not in (etag, "*"):
             raise Denial(412, "PreconditionFailed", "If-Match does not match the served ETag")
         if conditions.if_none_match and conditions.if_none_match.strip() in (etag, "*"):
-            return ClientResponse(304, b"", {**base, "etag": etag}, head=True)
+            return ClientResponse(
+                304, b"", _present({**base, "etag": etag}), replace_headers=True, head=True
+            )
+        modified = _date(headers.get("last-modified"))
+        since = _date(conditions.if_modified_since)
+        if modified and since and modified <= since and not conditions.if_none_match:
+            return ClientResponse(
+                304, b"", _present({**base, "etag": etag}), replace_headers=True, head=True
+            )
+        before = _date(conditions.if_unmodified_since)
+        if modified and before and modified > before and not conditions.if_match:
+            raise Denial(412, "PreconditionFailed", "the object was modified since then")
         content_type = "application/x-ndjson" if kind == "jsonl" else JSON
         changes = {**base, "content-type": content_type}
         if conditions.range_header and not head:
@@ -124,10 +143,11 @@ class S3Store(SignedStoreAdapter):
             changes.update(s3.rewritten_object_headers(headers, masked, partial=True))
             changes["content-range"] = byte_range.content_range(len(masked))
             changes["accept-ranges"] = "bytes"
-            return ClientResponse(206, masked[byte_range.start : byte_range.end + 1], changes)
+            part = masked[byte_range.start : byte_range.end + 1]
+            return ClientResponse(206, part, _present(changes), replace_headers=True)
         changes.update(s3.rewritten_object_headers(headers, masked, partial=False))
         changes["accept-ranges"] = "bytes"
-        return ClientResponse(200, masked, changes, head=head)
+        return ClientResponse(200, masked, _present(changes), replace_headers=True, head=head)
 
     def error_body(self, exchange: Exchange, denial: Denial) -> tuple[bytes, dict[str, str]]:
         """S3's XML error for AWS SDKs (they parse it), JSON for everyone else."""
@@ -154,13 +174,27 @@ class S3Store(SignedStoreAdapter):
         return True, f"bucket {bucket!r} reachable"
 
 
+def _present(headers: dict[str, str | None]) -> dict[str, str | None]:
+    return {k: v for k, v in headers.items() if v is not None}
+
+
+def _date(value: str | None):
+    """An HTTP date (RFC 9110), or None when absent or unreadable (then it is ignored)."""
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _store_error(status: int, body: bytes, base: dict[str, str | None]) -> ClientResponse:
     """Pass the store's own error (NoSuchKey...) only when it is an S3 error document."""
     if status == 304 or not body:
-        return ClientResponse(status, b"", base, head=True)
+        return ClientResponse(status, b"", _present(base), replace_headers=True, head=True)
     stripped = body.lstrip()
     if stripped.startswith(b"<?xml") or stripped.startswith(b"<Error>"):
         head = stripped[:400]
         if b"<Error>" in head and b"<ListBucketResult" not in head:
-            return ClientResponse(status, body, base)
+            return ClientResponse(status, body, _present(base), replace_headers=True)
     raise gateway_failure(f"the store answered {status} with an unexpected body")
