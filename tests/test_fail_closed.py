@@ -452,3 +452,27 @@ def test_a_held_request_killed_in_mitmweb_gets_a_clear_refusal(make_gateway, tok
     error = assert_denied_without_data(response, 403)
     assert "killed by an operator" in error["reason"]
     assert audited(gateway, response)[0]["decision"] == "deny"
+
+
+def test_mitmweb_cannot_swap_the_policy_for_another_file(make_gateway, token, tmp_path):
+    import yaml
+
+    gateway = make_gateway(how="web")
+    wide = yaml.safe_load(gateway.config.read_text())
+    for role in wide["roles"].values():
+        for scope in role["scopes"].values():
+            scope["masks"] = []
+            scope["detectors"] = {"run": [], "reveal_secrets": True}
+    other = tmp_path / "wide-open.yaml"
+    other.write_text(yaml.safe_dump(wide))
+    with web_session(gateway) as web:
+        response = web.put("/options", json={"tracegate_config": str(other)})
+        assert response.status_code == 400
+        assert "can only reload" in response.text
+        after = web.get("/options.json").json()
+    assert after["tracegate_config"]["value"] == str(gateway.config)
+    masked = fetch(gateway, token)
+    assert masked.json()["metadata"]["api_key"] == "[REDACTED:api-key]"
+    # Reloading the file in force is still possible.
+    with web_session(gateway) as web:
+        assert web.put("/options", json={"tracegate_config": str(gateway.config)}).is_success

@@ -19,6 +19,7 @@ class ConfigLoader:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._warm_up: asyncio.Task | None = None
+        self._running = False
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -38,6 +39,14 @@ class ConfigLoader:
             # counted, and the config in force stays (nothing to roll back).
             self.runtime.reload("option set")
             return
+        if self._running:
+            # From mitmweb or the `set` command: another file would be another policy (every
+            # role widened at once). Only the file in force may be reloaded while running.
+            logger.warning("tracegate: refused to switch the config to %s while running", path)
+            raise exceptions.OptionsError(
+                f"tracegate: tracegate_config can only reload {self.runtime.config_path} while "
+                "the gateway runs; restart it to use another file"
+            )
         try:
             self.runtime.load(path)
         except ConfigError as exc:
@@ -48,6 +57,7 @@ class ConfigLoader:
             raise exceptions.OptionsError(f"tracegate: {path}: {exc}") from None
 
     def running(self) -> None:
+        self._running = True
         if self.runtime.gateway is None:
             self.runtime.lockdown = "no config loaded: set tracegate_config=PATH"
             logger.error("tracegate: no config loaded: set tracegate_config=PATH")
