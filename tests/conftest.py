@@ -93,7 +93,9 @@ def shared_gateway(
         gateway.stop()
 
 
-def aws_client(service: str, gateway_url: str, token: str | None, **headers: str):
+def aws_client(
+    service: str, gateway_url: str, token: str | None, validate: bool = True, **headers: str
+):
     """A real boto3 client pointed at the gateway, sending the token in X-Tracegate-Token.
 
     This is the event hook the README documents for boto3 users.
@@ -105,7 +107,7 @@ def aws_client(service: str, gateway_url: str, token: str | None, **headers: str
         region_name="us-east-1",
         aws_access_key_id="client-has-no-store-credentials",
         aws_secret_access_key="client-has-no-store-credentials",
-        config=Config(retries={"max_attempts": 1}, **options),
+        config=Config(retries={"max_attempts": 1}, parameter_validation=validate, **options),
     )
     extra = dict(headers)
     if token is not None:

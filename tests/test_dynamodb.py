@@ -129,13 +129,35 @@ def test_a_query_for_another_tenant_is_refused(gateway, tokens):
             "KeyConditionExpression": "tenant_id = :a OR tenant_id = :b",
             "ExpressionAttributeValues": {":a": {"S": "acme"}, ":b": {"S": "globex"}},
         },
+        {
+            "KeyConditionExpression": "tenant_id = :a AND tenant_id = :b",
+            "ExpressionAttributeValues": {":a": {"S": "acme"}, ":b": {"S": "globex"}},
+        },
+        {
+            "KeyConditionExpression": "#t = :a AND #u = :b",
+            "ExpressionAttributeNames": {"#t": "tenant_id", "#u": "tenant_id"},
+            "ExpressionAttributeValues": {":a": {"S": "acme"}, ":b": {"S": "globex"}},
+        },
+        {
+            "KeyConditionExpression": "tenant_id = :a AND begins_with(tenant_id, :b)",
+            "ExpressionAttributeValues": {":a": {"S": "acme"}, ":b": {"S": "g"}},
+        },
     ],
-    ids=["no-partition", "or"],
+    ids=["no-partition", "or", "named-twice", "two-aliases", "equality-and-range"],
 )
 def test_a_query_that_does_not_pin_the_partition_is_refused(gateway, tokens, query):
     with pytest.raises(ClientError) as excinfo:
         client(gateway, tokens["acme_support"]).query(TableName=TABLE, **query)
     assert denied(excinfo)[0] == "AccessDeniedException"
+
+
+@pytest.mark.parametrize("limit", [-1, 0])
+def test_a_limit_below_one_is_refused_not_passed_past_max_limit(gateway, tokens, limit):
+    with pytest.raises(ClientError) as excinfo:
+        # What a client that skips boto3's own checks (or any HTTP client) can send.
+        raw = aws_client("dynamodb", gateway.url, tokens["acme_support"], validate=False)
+        raw.query(**acme_query(), Limit=limit)
+    assert "Limit must be a whole number" in denied(excinfo)[1]
 
 
 def test_get_and_batch_get_keys_must_be_in_the_tenant(gateway, tokens):

@@ -81,6 +81,8 @@ def parse_request(method: str, path: str, target: str | None, body: bytes) -> Dy
 
 _AND = re.compile(r"\s+AND\s+", re.IGNORECASE)
 _EQUALS = re.compile(r"^\(?\s*([#\w.]+)\s*=\s*(:\w+)\s*\)?$")
+# Attribute names in a condition: aliases (#n) and bare identifiers, not values (:v).
+_NAME = re.compile(r"(?<![:\w#])#?[A-Za-z_][\w.]*")
 
 
 def partition_value_of_query(request: dict[str, Any], attribute: str) -> Any:
@@ -92,17 +94,23 @@ def partition_value_of_query(request: dict[str, Any], attribute: str) -> Any:
     values = request.get("ExpressionAttributeValues") or {}
     if re.search(r"\bOR\b|\bNOT\b", expression, re.IGNORECASE):
         raise forbidden("the key condition may not use OR or NOT")
+    naming = []  # every condition that names the partition attribute, under any alias
     for condition in _AND.split(expression.strip()):
-        match = _EQUALS.match(condition.strip())
-        if not match:
-            continue
-        name, placeholder = match.groups()
-        resolved = names.get(name, name) if name.startswith("#") else name
-        if resolved == attribute:
-            if placeholder not in values:
-                raise bad_request(f"{placeholder} is not in ExpressionAttributeValues")
-            return values[placeholder]
-    raise forbidden(f"Query must constrain {attribute} with '=' in its KeyConditionExpression")
+        used = {names.get(n, n) if n.startswith("#") else n for n in _NAME.findall(condition)}
+        if attribute in used:
+            naming.append(condition.strip())
+    if len(naming) > 1:
+        raise forbidden(
+            f"the key condition names {attribute} {len(naming)} times; exactly one "
+            f"'{attribute} = :value' is allowed"
+        )
+    match = _EQUALS.match(naming[0]) if naming else None
+    if match is None:
+        raise forbidden(f"Query must constrain {attribute} with '=' in its KeyConditionExpression")
+    placeholder = match.group(2)
+    if placeholder not in values:
+        raise bad_request(f"{placeholder} is not in ExpressionAttributeValues")
+    return values[placeholder]
 
 
 def check_keys(keys: Iterable[Any], attribute: str, allowed: dict[str, Any]) -> None:
@@ -359,6 +367,10 @@ def scope_request(access: DynamoAccess, scope: Any, principal: Any) -> ScopedReq
             body.update(narrowed)
             if removed:
                 scoped.notes.append(f"projection narrowed: {', '.join(removed)} not allowed")
+    if "Limit" in body and (
+        isinstance(body["Limit"], bool) or not isinstance(body["Limit"], int) or body["Limit"] < 1
+    ):
+        raise bad_request("Limit must be a whole number of at least 1")
     if scope.max_limit is not None and access.operation in ("Query", "Scan"):
         limit = body.get("Limit")
         if not isinstance(limit, int) or limit > scope.max_limit:
