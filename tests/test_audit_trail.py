@@ -431,3 +431,46 @@ def test_replay_shows_what_was_served_and_proves_the_record_against_the_store(
     )
     changed = replay("--against-store")
     assert changed.returncode == 1 and "store content unchanged: NO" in changed.stdout
+
+
+def forged_body(database) -> str:
+    """Replace the first kept body with other bytes (what `audit replay` would print)."""
+    import zlib
+
+    conn = sqlite3.connect(database)
+    flow_id = conn.execute("SELECT flow_id FROM bodies ORDER BY ts_start LIMIT 1").fetchone()[0]
+    with conn:
+        conn.execute(
+            "UPDATE bodies SET response_body = ? WHERE flow_id = ?",
+            (zlib.compress(b'{"forged": "not what the requester saw"}'), flow_id),
+        )
+    conn.close()
+    return flow_id
+
+
+def test_a_forged_body_fails_verify_and_replay_refuses_to_show_it(recorded):
+    database, public = recorded
+    flow_id = forged_body(database)
+    cli = run_cli("audit", "verify", str(database), "--public-key", str(public))
+    assert cli.returncode == 1
+    assert "kept body does not match the digest" in cli.stderr, cli.stderr
+    replay = run_cli("audit", "replay", str(database), flow_id)
+    assert replay.returncode != 0 and "forged" not in replay.stdout
+    assert "does not match the digest in its audit row" in replay.stderr
+
+
+def test_a_body_inserted_for_a_flow_that_kept_none_fails_verify(recorded):
+    database, public = recorded
+    conn = sqlite3.connect(database)
+    with conn:  # the analyst's flows keep digests only (bodies: none)
+        flow_id = conn.execute(
+            "SELECT flow_id FROM flows WHERE body_sha256 IS NULL LIMIT 1"
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO bodies (flow_id, request, status, response_headers, response_body, "
+            "truncated, ts_start, ts_end) VALUES (?, '{}', 200, '[]', x'', 0, 0, 0)",
+            (flow_id,),
+        )
+    conn.close()
+    cli = run_cli("audit", "verify", str(database), "--public-key", str(public))
+    assert cli.returncode == 1 and "kept body does not match" in cli.stderr

@@ -3,6 +3,7 @@ response exactly as the gateway sent it (masked), compressed and capped in size.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from collections.abc import Iterable, Mapping
@@ -53,6 +54,24 @@ def body_record(
         "ts_start": ts_start,
         "ts_end": ts_end,
     }
+
+
+def body_digest(record: Mapping[str, Any]) -> str:
+    """The digest of a stored body record, committed in its flow's row (so the hash chain
+    covers what `audit replay` shows as served): request, status, headers, the body's own
+    SHA-256 and whether it was cut."""
+    canonical = {
+        "flow_id": record["flow_id"],
+        "request": record["request"],
+        "status": record["status"],
+        "response_headers": record["response_headers"],
+        "response_body_sha256": hashlib.sha256(decompress(record["response_body"])).hexdigest(),
+        "truncated": int(record["truncated"]),
+        "ts_start": record["ts_start"],
+        "ts_end": record["ts_end"],
+    }
+    encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(encoded.encode()).hexdigest()
 
 
 def decompress(blob: bytes | None) -> bytes:

@@ -101,6 +101,27 @@ class VerifyResult:
         return not self.problems
 
 
+def _verify_bodies(conn: sqlite3.Connection, problems: list[str]) -> None:
+    """Each kept body must be the one its row committed to (the row is in the chain)."""
+    from tracegate.audit.bodies import body_digest
+
+    query = (
+        "SELECT b.*, f.id AS row_id, f.body_sha256 AS committed FROM bodies b "
+        "LEFT JOIN flows f ON f.flow_id = b.flow_id"
+    )
+    for record in conn.execute(query):
+        body = dict(record)
+        if body["row_id"] is None:
+            continue  # its row was pruned; nothing in the chain speaks for it
+        if body["committed"] is None or body_digest(body) != body["committed"]:
+            problems.append(
+                f"row {body['row_id']}: its kept body does not match the digest in the row "
+                "(body edited, swapped or inserted)"
+            )
+        if len(problems) >= 40:
+            return
+
+
 def verify(path: str | Path, public_key: Ed25519PublicKey | None = None) -> VerifyResult:
     """Walk the chain from its anchor; report the first break of each kind, with the row id."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -146,6 +167,7 @@ def verify(path: str | Path, public_key: Ed25519PublicKey | None = None) -> Veri
                     public_key.verify(bytes.fromhex(checkpoint["signature"]), message)
                 except (InvalidSignature, ValueError):
                     problems.append(f"{where}: signature does not verify")
+        _verify_bodies(conn, problems)
         events = _verify_approval_events(conn, problems)
         return VerifyResult(count, len(checkpoints), problems, events)
     finally:

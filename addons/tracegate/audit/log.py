@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
+from tracegate.audit.bodies import body_digest
 from tracegate.audit.chain import GENESIS, SigningKey, checkpoint_message, row_hash
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ COLUMNS: dict[str, type] = {
     "upstream_sha256": str,
     "returned_sha256": str,
     "approval": str,  # JSON: the approval that held this flow, or the grant it used
+    "body_sha256": str,  # digest of its `bodies` record (audit.bodies.body_digest), or null
     "prev_hash": str,
     "row_hash": str,
 }
@@ -307,7 +309,12 @@ class AuditLog:
                 # One transaction per batch; a prepared statement, since sqlite-utils'
                 # insert_all re-inspects the schema on every call.
                 rows = [row for row, _, _ in batch]
-                bodies = [row.pop("_body") for row in rows if "_body" in row]
+                bodies = []
+                for row in rows:
+                    body = row.pop("_body", None)
+                    row["body_sha256"] = body_digest(body) if body is not None else None
+                    if body is not None:
+                        bodies.append(body)
                 last = (self._last_id, self._last_hash)
                 self._chain(rows)
                 try:

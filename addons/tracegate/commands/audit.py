@@ -129,7 +129,7 @@ def _replay(reader, args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
-    from tracegate.audit.bodies import decompress
+    from tracegate.audit.bodies import body_digest, decompress
     from tracegate.audit.replay import against_store
     from tracegate.config import GatewayConfig
 
@@ -137,6 +137,11 @@ def _replay(reader, args: argparse.Namespace) -> int:
     if row is None:
         return fail(f"no flow {args.flow_id!r} in {args.database}")
     body = reader.body(args.flow_id)
+    if body is not None and body_digest(body) != row.get("body_sha256"):
+        return fail(
+            f"flow {args.flow_id}: the kept body does not match the digest in its audit row "
+            "(edited or swapped); run `tracegate audit verify`"
+        )
     seen = decompress(body["response_body"]) if body else None
     if not (args.against_store or args.policy):
         if seen is None:
