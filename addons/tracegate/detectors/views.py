@@ -126,7 +126,8 @@ def _percent_decode(match: re.Match[str]) -> str | None:
         decoded = unquote_to_bytes(match.group()).decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return decoded if decoded.isprintable() else None
+    # Invisible and space characters are decoded too (the next step folds them).
+    return None if any(unicodedata.category(c) == "Cc" for c in decoded) else decoded
 
 
 def _unicode(match: re.Match[str]) -> str | None:
@@ -141,11 +142,16 @@ def _base64_text(run: str) -> str | None:
         decoded = base64.b64decode(run, validate=True).decode("utf-8")
     except (binascii.Error, ValueError, UnicodeDecodeError):
         return None
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\t\r" for c in decoded):
+        return None
     letters = sum(c.isalnum() or c in " =:_-.@/+" for c in decoded)
-    return decoded if decoded.isprintable() and letters >= 0.8 * len(decoded) else None
+    if letters < 0.8 * len(decoded):
+        return None
+    inner = normalised(decoded, base64_runs=False)  # what it says, normalised in its turn
+    return inner.text if inner else decoded
 
 
-def normalised(text: str) -> View | None:
+def normalised(text: str, base64_runs: bool = True) -> View | None:
     """The view detectors should read, or None when the text is already what they see."""
     view: View | None = None
     current = text
@@ -165,7 +171,7 @@ def normalised(text: str) -> View | None:
         if step is not None:
             view, current = step, step.text
     decoded = []
-    for match in _BASE64.finditer(current):
+    for match in _BASE64.finditer(current) if base64_runs else ():
         text_of = _base64_text(match.group())
         if text_of:
             decoded.append((match.span(), text_of))

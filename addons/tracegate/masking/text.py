@@ -41,6 +41,8 @@ GROUP_PRIORITY = {"secrets": 0, "pii": 1}
 KEY_NAME_PROBE = "|".join(
     sorted({*SECRET_KEY_WORDS, *(n.replace("_", "[_.-]") for n in SECRET_KEY_NAMES)})
 )
+# Keys that are plain identifiers (snake, camel or dotted words) hold nothing to find.
+_PLAIN_KEY = re.compile(r"[a-z][a-z0-9]*(?:[._-]?[a-zA-Z][a-z0-9]*)*")
 _ESCAPE = re.compile(r'\\(["\\/bfnrt]|u[0-9A-Fa-f]{4})')
 _UNESCAPED = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
@@ -119,6 +121,10 @@ class TextMasker:
             if len(batch.slots) + len(batch.probes) >= BATCH_STRINGS:
                 self._finish(batch, report, memo)
                 batch = _Collected()
+        if type(document) is dict:  # top-level keys last: renaming them moves no other slot
+            for key in list(document):
+                if type(key) is str and len(key) >= MIN_TEXT and not _PLAIN_KEY.fullmatch(key):
+                    batch.slots.append((document, key, key, (), 0, ("<key>",), "key"))
         self._finish(batch, report, memo)
         return root[0]
 
@@ -134,18 +140,22 @@ class TextMasker:
         for finding in findings:
             by_slot.setdefault(finding.text_index, []).append(finding)
         drops: list[_Slot] = []
+        renames: list[tuple[_Slot, str]] = []
         for index, slot_findings in by_slot.items():
             slot = _Slot(*collected.slots[index])
             new_text, dropped = self._apply(slot, _non_overlapping(slot_findings), report)
             if dropped:
                 drops.append(slot)
-            elif new_text != slot.text:
-                slot.parent[slot.key] = _encode(new_text, slot.codec)
-            else:
+            elif new_text == slot.text:
                 continue
+            elif slot.codec == "key":
+                renames.append((slot, new_text))  # after the values, which name the old key
+            else:  # a masked number becomes a string
+                slot.parent[slot.key] = _encode(new_text, slot.codec)
             if slot.owner:
                 collected.embedded[slot.owner - 1].changed = True
         _remove(drops)
+        _rename(renames)
         # Innermost first: re-encoding an embedded document may change its container's text.
         for embedded in reversed(collected.embedded):
             if embedded.changed:
@@ -267,6 +277,8 @@ def _collect(
     """
     if isinstance(node, str):
         _add_string(parent, key, node, path, owner, depth, out)
+    elif type(node) is int and (node >= 1_000_000 or node <= -1_000_000):
+        out.slots.append((parent, key, str(node), (), owner, (*path, "<number>"), "number"))
     elif node and (type(node) is dict or type(node) is list):
         _walk(node, path, owner, depth, out, out.slots.append)
 
@@ -274,9 +286,18 @@ def _collect(
 def _walk(container: Any, path: Path, owner: int, depth: int, out: _Collected, append: Any) -> None:
     if len(path) > MAX_NESTING:
         raise DocumentTooDeep(f"JSON nested deeper than {MAX_NESTING} levels")
-    items = container.items() if type(container) is dict else enumerate(container)
+    is_dict = type(container) is dict
+    items = container.items() if is_dict else enumerate(container)
     for k, value in items:
         kind = type(value)
+        if is_dict and type(k) is str and len(k) >= MIN_TEXT and not _PLAIN_KEY.fullmatch(k):
+            # An object key can carry a value too ({"dana@acme.io": ...}): read like a value.
+            # Its report path names where it is, never the key itself.
+            append((container, k, k, path, owner, (*path, "<key>"), "key"))
+        if kind is int and (value >= 1_000_000 or value <= -1_000_000):
+            # Long numbers can be card, phone or account numbers stored as JSON numbers.
+            append((container, k, str(value), path, owner, (*path, k, "<number>"), "number"))
+            continue
         if kind is str:
             if len(value) < MIN_TEXT:
                 continue  # too short for any detector (or a credential) to match
@@ -335,6 +356,22 @@ def _base64_text(value: str) -> str | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return text if text.replace("\n", "").replace("\t", "").isprintable() else None
+
+
+def _rename(renames: list[tuple[_Slot, str]]) -> None:
+    """Masked object keys: each entry keeps its place, under the masked name."""
+    by_container: dict[int, tuple[dict, dict[str, str]]] = {}
+    for slot, new_key in renames:
+        if isinstance(slot.parent, dict) and slot.key in slot.parent:
+            by_container.setdefault(id(slot.parent), (slot.parent, {}))[1][slot.key] = new_key
+    for container, names in by_container.values():
+        items = list(container.items())
+        container.clear()
+        for key, value in items:
+            new = names.get(key, key)
+            while new in container:  # two keys masked to the same label stay distinct
+                new += "'"
+            container[new] = value
 
 
 def _encode(text: str, codec: str | None) -> str:
