@@ -32,7 +32,7 @@ test: $(STAMP)
 	sh scripts/ensure-pouchdb.sh
 	$(VENV)/bin/ruff check addons tests scripts
 	$(VENV)/bin/ruff format --check addons tests scripts
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check addons tests scripts

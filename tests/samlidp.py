@@ -17,6 +17,7 @@ SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 DS = "http://www.w3.org/2000/09/xmldsig#"
+RECIPIENT = "https://tracegate.test/saml/exchange"
 SP = "urn:tracegate:sp"
 
 
@@ -75,6 +76,8 @@ class TestIdP:
         lifetime: int = 300,
         issued_ago: int = 0,
         name_id_xml: str | None = None,
+        recipient: str | None = None,
+        confirmation: str | None = None,
     ) -> etree._Element:
         now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=issued_ago)
         end = now + dt.timedelta(seconds=lifetime)
@@ -85,9 +88,14 @@ class TestIdP:
             f'IssueInstant="{_iso(now)}">'
             f"<saml:Issuer>{self.entity_id}</saml:Issuer>"
             f"<saml:Subject><saml:NameID>{name_id}</saml:NameID>"
-            '<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer">'
-            f'<saml:SubjectConfirmationData NotOnOrAfter="{_iso(end)}"/>'
-            "</saml:SubjectConfirmation></saml:Subject>"
+            + (
+                confirmation
+                if confirmation is not None
+                else '<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer">'
+                f'<saml:SubjectConfirmationData NotOnOrAfter="{_iso(end)}" '
+                f'Recipient="{recipient or RECIPIENT}"/></saml:SubjectConfirmation>'
+            )
+            + "</saml:Subject>"
             f'<saml:Conditions NotBefore="{_iso(now)}" NotOnOrAfter="{_iso(end)}">'
             f"<saml:AudienceRestriction><saml:Audience>{audience}</saml:Audience>"
             "</saml:AudienceRestriction></saml:Conditions>"

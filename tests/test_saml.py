@@ -11,7 +11,7 @@ import pytest
 from lxml import etree
 
 from tests.harness import audit_rows
-from tests.samlidp import SAML, SAMLP, SP, TestIdP
+from tests.samlidp import RECIPIENT, SAML, SAMLP, SP, TestIdP
 
 A_TRACE = "/traces/traces/team-a/tr-a001.json"
 
@@ -29,6 +29,7 @@ def saml_gateway(make_gateway, idp, tmp_path):
         "name": "test-idp",
         "entity_id": idp.entity_id,
         "audience": SP,
+        "recipients": [RECIPIENT],
         "metadata_file": str(metadata),
     }
     return make_gateway(how="run", **{"identity.saml": [provider]})
@@ -151,6 +152,101 @@ def test_attacks_are_refused_with_a_reason_and_an_audit_row(saml_gateway, idp, m
     assert reason in audited_reason(saml_gateway, exchanged)
 
 
+def signed_response(idp, assertion, **attributes) -> str:
+    response = etree.Element(
+        f"{{{SAMLP}}}Response", nsmap={"samlp": SAMLP}, ID="_r" + "2" * 16, Version="2.0",
+        **attributes,
+    )  # fmt: skip
+    response.append(assertion)
+    return idp.encode(idp.sign(response))
+
+
+def edited(idp, edit) -> str:
+    """An assertion the IdP signs after `edit` changed it (the IdP itself wrote it so)."""
+    assertion = idp.assertion()
+    edit(assertion)
+    return idp.encode(idp.sign(assertion))
+
+
+def second_audience_restriction(assertion):
+    conditions = assertion.find(f"{{{SAML}}}Conditions")
+    extra = etree.SubElement(conditions, f"{{{SAML}}}AudienceRestriction")
+    etree.SubElement(extra, f"{{{SAML}}}Audience").text = "urn:another-sp"
+
+
+def markup_in_attribute_value(assertion):
+    value = assertion.find(f".//{{{SAML}}}AttributeValue")
+    value.text = "support-engineers"
+    etree.SubElement(value, f"{{{SAML}}}AttributeValue").text = "security"
+
+
+def two_name_ids(assertion):
+    subject = assertion.find(f"{{{SAML}}}Subject")
+    extra = etree.Element(f"{{{SAML}}}NameID")
+    extra.text = "admin@corp.example"
+    subject.insert(1, extra)
+
+
+HOLDER_OF_KEY = (
+    '<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:holder-of-key">'
+    f'<saml:SubjectConfirmationData Recipient="{RECIPIENT}" NotOnOrAfter="2099-01-01T00:00:00Z"/>'
+    "</saml:SubjectConfirmation>"
+)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda idp: idp.signed(recipient="https://other-sp.example/acs"), "is not this service"),
+        (
+            lambda idp: signed_response(
+                idp, idp.assertion(), Destination="https://other-sp.example/acs"
+            ),
+            "Response Destination",
+        ),
+        (
+            lambda idp: signed_response(idp, idp.assertion(), InResponseTo="_someone-elses"),
+            "InResponseTo",
+        ),
+        (lambda idp: idp.signed(confirmation=""), "no bearer SubjectConfirmation"),
+        (lambda idp: idp.signed(confirmation=HOLDER_OF_KEY), "no bearer SubjectConfirmation"),
+        (lambda idp: edited(idp, second_audience_restriction), "wrong audience"),
+        (lambda idp: edited(idp, markup_in_attribute_value), "AttributeValue holds elements"),
+        (lambda idp: edited(idp, two_name_ids), "more than one NameID"),
+    ],
+    ids=[
+        "other-recipient",
+        "other-destination",
+        "in-response-to",
+        "no-confirmation",
+        "holder-of-key-only",
+        "second-audience-restriction",
+        "markup-in-attribute",
+        "two-name-ids",
+    ],
+)
+def test_web_sso_bearer_rules_are_checked(saml_gateway, idp, make, reason):
+    response = with_saml(saml_gateway, make(idp))
+    assert response.status_code == 401, response.text
+    assert reason in response.json()["error"]["reason"]
+    assert reason in audited_reason(saml_gateway, response)
+
+
+def test_a_used_assertion_stays_used_across_a_restart(make_gateway, idp, tmp_path):
+    metadata = tmp_path / "idp-metadata.xml"
+    metadata.write_bytes(idp.metadata())
+    provider = {"name": "test-idp", "entity_id": idp.entity_id, "audience": SP,
+                "metadata_file": str(metadata), "recipients": [RECIPIENT]}  # fmt: skip
+    first = make_gateway(how="run", **{"identity.saml": [provider]})
+    assertion = idp.signed()
+    assert with_saml(first, assertion).status_code == 200
+    first.stop()
+    audit = first.config.with_name("audit-0.sqlite3")
+    second = make_gateway(how="run", **{"identity.saml": [provider], "audit.path": str(audit)})
+    again = with_saml(second, assertion)
+    assert again.status_code == 401 and "already used (replay)" in again.json()["error"]["reason"]
+
+
 def test_a_replayed_assertion_is_refused(saml_gateway, idp):
     assertion = idp.signed()
     assert with_saml(saml_gateway, assertion).status_code == 200
@@ -177,7 +273,8 @@ def test_metadata_without_a_signing_certificate_stops_start_up(tmp_path, store, 
 
     metadata = tmp_path / "empty.xml"
     metadata.write_text('<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata"/>')
-    provider = {"name": "bad", "entity_id": "x", "audience": SP, "metadata_file": str(metadata)}
+    provider = {"name": "bad", "entity_id": "x", "audience": SP, "metadata_file": str(metadata),
+                "recipients": [RECIPIENT]}  # fmt: skip
     config = write_config(
         tmp_path / "c.yaml", store, issuer, tmp_path / "a.sqlite3", **{"identity.saml": [provider]}
     )
@@ -216,6 +313,7 @@ def test_the_idp_certificate_can_come_from_a_metadata_url(make_gateway, idp):
             "name": "by-url",
             "entity_id": idp.entity_id,
             "audience": SP,
+            "recipients": [RECIPIENT],
             "metadata_url": f"http://127.0.0.1:{server.server_address[1]}/metadata.xml",
         }
         gateway = make_gateway(how="run", **{"identity.saml": [provider]})

@@ -126,6 +126,9 @@ class SamlProviderConfig(Strict):
     certificate_file: str | None = None
     roles_attribute: str = "groups"
     max_assertion_bytes: int = Field(256 * 1024, ge=1024)
+    # The addresses assertions are sent to (our ACS or /saml/exchange URL, as the IdP writes
+    # them): a bearer SubjectConfirmation's Recipient and a Response's Destination must be one.
+    recipients: list[str] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _one_certificate_source(self) -> SamlProviderConfig:

@@ -70,7 +70,11 @@ class Gateway:
         self.version = config.version_hash()
         self.store = store
         self.validator = validator or TokenValidator(config.identity)
-        self.saml = SamlValidator(config.identity) if config.identity.saml else None
+        self.saml = (
+            SamlValidator(config.identity, replay_path=config.audit.path)
+            if config.identity.saml
+            else None
+        )
         self._maskers: dict[tuple[str, str], Masker] = {}
         for role_name, role in config.roles.items():
             for purpose, scope in role.scopes.items():

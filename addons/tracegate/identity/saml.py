@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import sqlite3
 import threading
 import time
 import uuid
@@ -100,11 +101,60 @@ def _time(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
+
+
+def _check_response(response: etree._Element, provider: SamlProviderConfig) -> None:
+    """A Response must be addressed to us and unsolicited (tracegate sends no AuthnRequest,
+    so one that answers a request is someone else's login)."""
+    destination = response.get("Destination")
+    if destination is not None and destination not in provider.recipients:
+        raise _refuse(f"Response Destination {destination!r} is not this service", "saml_claims")
+    if response.get("InResponseTo") is not None:
+        raise _refuse("Response answers a login request (InResponseTo) tracegate never sent",
+                      "saml_claims")  # fmt: skip
+
+
+def _check_bearer(
+    assertion: etree._Element, provider: SamlProviderConfig, now: float, leeway: int
+) -> None:
+    """The Web SSO profile's bearer rules: a bearer confirmation whose data names us as the
+    Recipient, has not expired and answers no request of ours."""
+    bearers = [
+        c
+        for c in assertion.findall("saml:Subject/saml:SubjectConfirmation", namespaces=NS)
+        if c.get("Method") == BEARER
+    ]
+    if not bearers:
+        raise _refuse("no bearer SubjectConfirmation (holder-of-key and others are not accepted)",
+                      "saml_claims")  # fmt: skip
+    for confirmation in bearers:
+        data = confirmation.find("saml:SubjectConfirmationData", namespaces=NS)
+        if data is None:
+            raise _refuse("bearer confirmation without SubjectConfirmationData", "saml_claims")
+        recipient = data.get("Recipient")
+        if recipient not in provider.recipients:
+            raise _refuse(f"Recipient {recipient!r} is not this service", "saml_claims")
+        if data.get("InResponseTo") is not None:
+            raise _refuse("confirmation answers a login request (InResponseTo) tracegate never "
+                          "sent", "saml_claims")  # fmt: skip
+        end = _time(data.get("NotOnOrAfter"))
+        if end is None:
+            raise _refuse("bearer confirmation without NotOnOrAfter", "saml_claims")
+        if now - leeway >= end:
+            raise _refuse("subject confirmation expired", "expired")
+
+
 class SamlValidator:
-    def __init__(self, identity: IdentityConfig, clock=time.time) -> None:
+    def __init__(
+        self, identity: IdentityConfig, clock=time.time, replay_path: str | None = None
+    ) -> None:
         self.identity = identity
         self._clock = clock
         self._providers = {p.entity_id: (p, load_certificate(p)) for p in identity.saml}
+        # Used assertion IDs also go to a table beside the audit trail, so a restart (or
+        # another process on the same file) still refuses them until they expire.
+        self._replay_path = replay_path
 
     # Used assertion IDs, shared by every validator in the process so a config reload does not
     # forget them: assertion id -> time after which it can be forgotten.
@@ -130,6 +180,8 @@ class SamlValidator:
         if issuer not in self._providers:
             raise _refuse(f"unknown issuer {issuer!r}", "saml_issuer")
         provider, certificate = self._providers[issuer]
+        if root.tag == RESPONSE:
+            _check_response(root, provider)
         assertion = self._verified_assertion(root, certificate)
         return self._principal(assertion, provider)
 
@@ -174,31 +226,33 @@ class SamlValidator:
             raise _refuse("not yet valid (NotBefore)", "not_yet_valid")
         if now - leeway >= not_after:
             raise _refuse("expired (NotOnOrAfter)", "expired")
-        audiences = conditions.xpath("saml:AudienceRestriction/saml:Audience/text()", namespaces=NS)
-        if provider.audience not in [str(a).strip() for a in audiences]:
+        restrictions = conditions.findall("saml:AudienceRestriction", namespaces=NS)
+        if not restrictions:
             raise _refuse(f"wrong audience: not for {provider.audience!r}", "audience")
-        for data in assertion.xpath(
-            "saml:Subject/saml:SubjectConfirmation/saml:SubjectConfirmationData", namespaces=NS
-        ):
-            confirmation_end = _time(data.get("NotOnOrAfter"))
-            if confirmation_end is not None and now - leeway >= confirmation_end:
-                raise _refuse("subject confirmation expired", "expired")
-        name_id = assertion.find("saml:Subject/saml:NameID", namespaces=NS)
+        for restriction in restrictions:  # each restriction must be satisfied, not just one
+            audiences = restriction.xpath("saml:Audience/text()", namespaces=NS)
+            if provider.audience not in [str(a).strip() for a in audiences]:
+                raise _refuse(f"wrong audience: not for {provider.audience!r}", "audience")
+        _check_bearer(assertion, provider, now, leeway)
+        name_ids = assertion.findall("saml:Subject/saml:NameID", namespaces=NS)
+        if len(name_ids) > 1:
+            raise _refuse("more than one NameID in the subject", "saml_subject")
+        name_id = name_ids[0] if name_ids else None
         if name_id is None or len(name_id) or not (name_id.text or "").strip():
             raise _refuse("NameID must be plain text (no comments or elements)", "saml_subject")
         subject = name_id.text.strip()
         assertion_id = assertion.get("ID")
         if not assertion_id:
             raise _refuse("no assertion ID", "saml_claims")
+        values = assertion.xpath(
+            "saml:AttributeStatement/saml:Attribute[@Name=$name]/saml:AttributeValue",
+            namespaces=NS,
+            name=provider.roles_attribute,
+        )
+        if any(len(value) for value in values):
+            raise _refuse("an AttributeValue holds elements, not text", "saml_claims")
         self._remember(assertion_id, not_after + leeway, now)
-        groups = [
-            str(v).strip()
-            for v in assertion.xpath(
-                "saml:AttributeStatement/saml:Attribute[@Name=$name]/saml:AttributeValue/text()",
-                namespaces=NS,
-                name=provider.roles_attribute,
-            )
-        ]
+        groups = [(value.text or "").strip() for value in values]
         return Principal(
             subject=subject,
             issuer=provider.entity_id,
@@ -212,9 +266,31 @@ class SamlValidator:
         with self._lock:
             for key in [k for k, expiry in self._seen.items() if expiry <= now]:
                 del self._seen[key]
-            if assertion_id in self._seen:
+            if assertion_id in self._seen or not self._record(assertion_id, until, now):
                 raise _refuse(f"assertion {assertion_id} was already used (replay)", "saml_replay")
             self._seen[assertion_id] = until
+
+    def _record(self, assertion_id: str, until: float, now: float) -> bool:
+        """Write the ID durably; False when it is already there (used before a restart)."""
+        if not self._replay_path:
+            return True
+        try:
+            conn = sqlite3.connect(self._replay_path, timeout=5)
+            try:
+                with conn:
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS saml_assertions "
+                        "(id TEXT PRIMARY KEY, expires REAL NOT NULL)"
+                    )
+                    conn.execute("DELETE FROM saml_assertions WHERE expires <= ?", (now,))
+                    conn.execute("INSERT INTO saml_assertions VALUES (?, ?)", (assertion_id, until))
+            finally:
+                conn.close()
+        except sqlite3.IntegrityError:
+            return False
+        except sqlite3.Error as exc:  # fail closed: an ID we cannot record is not accepted
+            raise _refuse(f"cannot record the assertion ID ({exc})", "saml_replay") from None
+        return True
 
 
 class ExchangeIssuer:
