@@ -59,6 +59,31 @@ STREET_SUFFIXES = (
     "gatan|vägen|väg|gränd|torget|stigen|backen|gade|vej|stræde|"
     "ova|ská|ského|ní|utca"
 )
+
+
+def trie(words: list[str]) -> str:
+    """One regex alternation for many words, factored by prefix ("av|ave|avenue" becomes
+    "av(?:e(?:nue)?)?"): Python's engine then tries a few branches at each position, not all."""
+    root: dict = {}
+    for word in set(words):
+        node = root
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def build(node: dict) -> str:
+        ends = "" in node
+        branches = [re.escape(c) + build(child) for c, child in sorted(node.items()) if c]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        if ends:
+            return f"(?:{body})?"
+        return body
+
+    return build(root)
+
+
 NUMBER = r"\d{1,5}(?:\s?[A-Za-z](?![\w]))?(?:\s?[/-]\s?\d{1,5}[A-Za-z]?)?"
 UPPER = "A-ZÀ-ÖØ-ÞĀĂĄĆČĎĐĘĚĞİŁŃŇŐŒŘŚŞŠŢŤŮŰŹŻŽ"
 PARTICLE = (
@@ -67,7 +92,8 @@ PARTICLE = (
 # Street and town names are capitalised ("Karen Valley", "5th Avenue"), particles aside.
 NAME_WORD = rf"(?:[{UPPER}]|\d{{1,3}}(?:st|nd|rd|th|e|er|º|ª)?[ ]?)[\w'\u2019.\-]*"
 NAME = rf"{NAME_WORD}(?:[ ](?:{PARTICLE}[ ])*{NAME_WORD}){{0,4}}"
-WORD = rf"(?i:{STREET_WORDS})\.?"
+SUFFIX_TRIE = trie(STREET_SUFFIXES.replace("\\.", ".").split("|"))
+WORD = rf"(?i:{trie(STREET_WORDS.split('|'))})\.?"
 STREET_LINE = re.compile(
     "|".join(
         [
@@ -78,8 +104,8 @@ STREET_LINE = re.compile(
             rf"{NUMBER}(?![\w])",
             rf"(?<![\w]){NAME}[ ]{WORD}[ ]{NUMBER}(?![\w])",
             # Hauptstraße 5 / Daansteeg 6 / Villagatan 56 / 554 Livornovej
-            rf"(?<![\w./-]){NUMBER},?[ ]{NAME_WORD}(?i:{STREET_SUFFIXES})(?![\w])",
-            rf"(?<![\w])(?:{NAME_WORD}[ -])?{NAME_WORD}(?i:{STREET_SUFFIXES})[ ]{NUMBER}(?![\w])",
+            rf"(?<![\w./-]){NUMBER},?[ ]{NAME_WORD}(?i:{SUFFIX_TRIE})(?![\w])",
+            rf"(?<![\w])(?:{NAME_WORD}[ -])?{NAME_WORD}(?i:{SUFFIX_TRIE})[ ]{NUMBER}(?![\w])",
         ]
     )
 )
@@ -141,20 +167,18 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
 
 DIGIT = re.compile(r"\d")
 MAX_WINDOW = 480  # characters the exact patterns see at once, however many street words
-WORD_TOKEN = re.compile(r"[^\W\d_]+")
-STREET_WORD_SET = frozenset(STREET_WORDS.split("|"))
-SUFFIX_END = re.compile(rf"(?i:{STREET_SUFFIXES})$")
+# Where street words stand: a separate street word, or a word that ends in a street suffix.
+SPOT = re.compile(
+    rf"(?i)(?<![^\W\d_])(?:(?:{trie(STREET_WORDS.split('|'))})|[^\W\d_]*(?:{SUFFIX_TRIE}))"
+    r"(?![^\W\d_])"
+)
 NUMBER_THEN_POSTCODE = re.compile(r"\d{1,5},?[ ](?:\d{2,5}|[A-Z]{1,2}-\d{4})")
 
 
 def _windows(text: str) -> list[tuple[int, int]]:
     """Stretches of text around street-type words and number-then-postcode shapes: the exact
     patterns run only there, not over the whole text."""
-    spots = [
-        m.start()
-        for m in WORD_TOKEN.finditer(text)
-        if m.group().lower() in STREET_WORD_SET or SUFFIX_END.search(m.group())
-    ]
+    spots = [m.start() for m in SPOT.finditer(text)]
     spots.extend(m.start() for m in NUMBER_THEN_POSTCODE.finditer(text))
     windows: list[tuple[int, int]] = []
     for spot in sorted(spots):

@@ -9,9 +9,8 @@ None of it is the test data generators' (Faker's, mimesis') own lists.
 
 In text, a run of capitalised tokens (initials, particles such as `van der`, and titles around
 them) is a name when, with stop-words trimmed from its ends, it has two or more tokens of which
-one is a known given name (in either order: "Kovács Zsófia"), none is a stop-word, and the
-given name is not also a common word ("Will", "Grace") unless the other is a known surname; or
-when a context word comes right before it ("Dear", "Mr", "my name is", "regards,") — then a
+one is a known given name (in either order: "Kovács Zsófia") and none is a stop-word; or when
+a context word comes right before it ("Dear", "Mr", "my name is", "regards,") — then a
 single capitalised token is enough. Under a key that names a person (`customer_name`,
 `author`...), a value of one to five capitalised tokens is a name.
 """
@@ -23,6 +22,8 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from importlib import resources
+
+import regex
 
 from tracegate.detectors.base import Detector, Span
 
@@ -109,25 +110,30 @@ def _is_capitalised(token: str) -> bool:
     return word[:1].isupper() and (len(word) == 1 or any(c.islower() for c in word[1:]))
 
 
-def _runs(text: str) -> Iterator[list[re.Match[str]]]:
-    """Runs of capitalised tokens (with particles inside), separated only by spaces."""
-    run: list[re.Match[str]] = []
-    last_end = -1
-    for match in TOKEN.finditer(text):
-        token = match.group()
-        joined = bool(run) and text[last_end : match.start()] == " " and len(run) < MAX_RUN
-        word = token.rstrip(".").lower()
-        if run and not joined:
-            yield run
-            run = []
-        if _is_capitalised(token) or (run and word in PARTICLES):
-            run.append(match)
-            last_end = match.end()
-        else:
+# Capitalised tokens only (uppercase letter first, any script's letters after): the walk below
+# never looks at the lowercase words that make up most of a text.
+CAPITALISED = regex.compile(
+    r"(?<![\p{L}\p{M}'\u2019\-])\p{Lu}[\p{L}\p{M}]*(?:['\u2019\-][\p{L}\p{M}]+)*\.?"
+)
+GAP = re.compile(rf"^ (?:(?:{'|'.join(sorted(PARTICLES))}) )*$")
+
+
+def _runs(text: str) -> Iterator[list[regex.Match[str]]]:
+    """Runs of capitalised tokens separated by one space (particles such as `van der` may
+    stand between them)."""
+    run: list[regex.Match[str]] = []
+    for match in CAPITALISED.finditer(text):
+        if not _is_capitalised(match.group()):
             if run:
                 yield run
             run = []
-            last_end = match.end()
+            continue
+        if run:
+            gap = text[run[-1].end() : match.start()]
+            if len(run) >= MAX_RUN or not (gap == " " or (len(gap) < 24 and GAP.match(gap))):
+                yield run
+                run = []
+        run.append(match)
     if run:
         yield run
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import hashlib
 import hmac
 import json
@@ -43,6 +44,14 @@ KEY_NAME_PROBE = "|".join(
 )
 # Keys that are plain identifiers (snake, camel or dotted words) hold nothing to find.
 _PLAIN_KEY = re.compile(r"[a-z][a-z0-9]*(?:[._-]?[a-zA-Z][a-z0-9]*)*")
+
+
+@functools.lru_cache(maxsize=65536)
+def _readable_key(key: str) -> bool:
+    """A key that is not a plain identifier, so it may hold a value (keys repeat: cached)."""
+    return not _PLAIN_KEY.fullmatch(key)
+
+
 _ESCAPE = re.compile(r'\\(["\\/bfnrt]|u[0-9A-Fa-f]{4})')
 _UNESCAPED = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
@@ -123,7 +132,7 @@ class TextMasker:
                 batch = _Collected()
         if type(document) is dict:  # top-level keys last: renaming them moves no other slot
             for key in list(document):
-                if type(key) is str and len(key) >= MIN_TEXT and not _PLAIN_KEY.fullmatch(key):
+                if type(key) is str and len(key) >= MIN_TEXT and _readable_key(key):
                     batch.slots.append((document, key, key, (), 0, ("<key>",), "key"))
         self._finish(batch, report, memo)
         return root[0]
@@ -290,7 +299,7 @@ def _walk(container: Any, path: Path, owner: int, depth: int, out: _Collected, a
     items = container.items() if is_dict else enumerate(container)
     for k, value in items:
         kind = type(value)
-        if is_dict and type(k) is str and len(k) >= MIN_TEXT and not _PLAIN_KEY.fullmatch(k):
+        if is_dict and type(k) is str and len(k) >= MIN_TEXT and _readable_key(k):
             # An object key can carry a value too ({"dana@acme.io": ...}): read like a value.
             # Its report path names where it is, never the key itself.
             append((container, k, k, path, owner, (*path, "<key>"), "key"))
