@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -295,3 +296,46 @@ def test_no_token_is_a_dynamodb_shaped_401(gateway):
 def test_readiness_probes_the_tables_with_the_gateways_credentials(gateway):
     ready = httpx.get(gateway.admin_url + "/readyz", timeout=10).json()
     assert ready["checks"]["store"] == {"ok": True, "detail": "table(s) traces reachable"}
+
+
+@pytest.fixture(scope="module")
+def scan_gateway(tmp_path_factory, dynamo, issuer) -> Iterator[GatewayProcess]:
+    """The example without the Scan approval, so pages can be walked."""
+    workdir = tmp_path_factory.mktemp("dynamodb-scan-gateway")
+    process = store_gateway(
+        workdir, dynamo, issuer, DYNAMODB_EXAMPLE,
+        **{"roles.support.scopes.debugging.approvals": []},
+    ).start()  # fmt: skip
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def test_scan_pages_never_carry_another_tenants_key_or_counts(scan_gateway, tokens):
+    db = client(scan_gateway, tokens["acme_support"])
+    seen, pages, start = [], 0, None
+    while pages < 40:
+        extra = {"ExclusiveStartKey": start} if start else {}
+        page = db.scan(TableName=TABLE, Limit=4, **extra)
+        pages += 1
+        assert "globex" not in json.dumps(page, default=str)
+        assert page["ScannedCount"] == page["Count"] == len(page["Items"])
+        seen.extend(item["trace_id"]["S"] for item in page["Items"])
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            break
+    assert pages > 1 and len(seen) == len(set(seen)) == 25  # every acme row, once
+
+
+def test_a_forged_or_stale_cursor_is_refused(scan_gateway, tokens):
+    db = client(scan_gateway, tokens["acme_support"])
+    with pytest.raises(ClientError) as excinfo:
+        db.scan(TableName=TABLE, ExclusiveStartKey={"tracegate_cursor": {"S": "AAAA"}})
+    assert "not a cursor this gateway issued" in denied(excinfo)[1]
+
+
+def test_count_scans_are_refused_under_a_row_scope(scan_gateway, tokens):
+    with pytest.raises(ClientError) as excinfo:
+        client(scan_gateway, tokens["acme_support"]).scan(TableName=TABLE, Select="COUNT")
+    assert "would count other tenants' rows" in denied(excinfo)[1]

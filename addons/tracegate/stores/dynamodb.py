@@ -301,6 +301,57 @@ def replace_items(operation: str, response: dict[str, Any], table: str | None, i
         response["Count"] = len(items)
 
 
+class CursorSeal:
+    """Page keys that name another tenant's row, sealed (AES-GCM, a key per process) so the
+    client can go on paging without learning the key; the gateway opens it on the next call.
+    A cursor from before a restart is refused with a clear message."""
+
+    NAME = "tracegate_cursor"
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._aead = AESGCM(AESGCM.generate_key(bit_length=256))
+
+    def seal(self, key: dict[str, Any]) -> dict[str, Any]:
+        import base64
+        import os
+
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, dumps(key), b"tracegate-dynamodb-cursor")
+        return {self.NAME: {"S": base64.urlsafe_b64encode(nonce + sealed).decode()}}
+
+    def open(self, key: Any) -> Any:
+        if not (isinstance(key, dict) and set(key) == {self.NAME}):
+            return key
+        import base64
+
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            blob = base64.urlsafe_b64decode(key[self.NAME]["S"])
+            plain = self._aead.decrypt(blob[:12], blob[12:], b"tracegate-dynamodb-cursor")
+        except (InvalidTag, KeyError, TypeError, ValueError):
+            raise bad_request(
+                "ExclusiveStartKey is not a cursor this gateway issued (or it restarted since): "
+                "start the read again"
+            ) from None
+        return json.loads(plain)
+
+
+CURSORS = CursorSeal()
+
+
+def scope_page(response: dict[str, Any], attribute: str, allowed: Any) -> None:
+    """Counts and page keys of a Query or Scan page as the row scope sees them: ScannedCount
+    is the kept count, and a LastEvaluatedKey in another partition is sealed."""
+    if "ScannedCount" in response:
+        response["ScannedCount"] = response.get("Count", 0)
+    last = response.get("LastEvaluatedKey")
+    if isinstance(last, dict) and last.get(attribute) != allowed:
+        response["LastEvaluatedKey"] = CURSORS.seal(last)
+
+
 @dataclass
 class ScopedRequest:
     body: dict[str, Any]
@@ -344,8 +395,15 @@ def scope_request(access: DynamoAccess, scope: Any, principal: Any) -> ScopedReq
             pinned = partition_value_of_query(body, attribute)
             if pinned != allowed:
                 raise forbidden(f"Query is for another {attribute} than your {partition.claim}")
+        elif access.operation == "Scan" and body.get("Select") == "COUNT":
+            raise forbidden(
+                "Select=COUNT on a Scan would count other tenants' rows; count the Items of a "
+                "Query or Scan instead"
+            )
         elif access.operation == "GetItem":
             check_keys([body.get("Key")], attribute, allowed)
+        if access.operation in ("Query", "Scan") and "ExclusiveStartKey" in body:
+            body["ExclusiveStartKey"] = CURSORS.open(body["ExclusiveStartKey"])
         elif access.operation == "BatchGetItem":
             for table, request in body["RequestItems"].items():
                 if not isinstance(request, dict) or "AttributesToGet" in request:

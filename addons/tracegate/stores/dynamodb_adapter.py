@@ -102,6 +102,8 @@ class DynamoStore(SignedStoreAdapter):
                     exchange.report.documents += 1
                     kept.append(dynamodb.item_to_typed(masked, item))
                 dynamodb.replace_items(access.operation, response, table, kept)
+            if partition and access.operation in ("Query", "Scan"):
+                dynamodb.scope_page(response, partition.attribute, read.partition_value)
         except (ValueError, KeyError, TypeError) as exc:
             raise Denial(502, "UnmaskableContent", f"cannot mask the items: {exc}") from None
         out = dynamodb.dumps(response)
