@@ -25,6 +25,7 @@ LISTING = (
     "</LastModified><ETag>&quot;0123456789abcdef0123456789abcdef&quot;</ETag><Size>120</Size>"
     "<Owner><ID>abc</ID><DisplayName>dana.reyes</DisplayName></Owner>"
     "<StorageClass>STANDARD</StorageClass></Contents>"
+    f"<Contents><Key>traces/team-a/exports/{EMAIL}.json</Key><Size>9</Size></Contents>"
     "<Contents><Key>traces/team-b/tr-b001.json</Key><Size>5</Size></Contents>"
     "</ListBucketResult>"
 )
@@ -159,3 +160,25 @@ def test_a_repeated_query_parameter_is_refused(gateway, headers, leaky, query):
     assert response.status_code == 400
     assert "is repeated" in response.json()["error"]["reason"]
     assert len(leaky.requests) == before  # nothing was forwarded
+
+
+def test_key_names_in_a_listing_go_through_the_detectors(gateway, headers):
+    response = httpx.get(gateway.url + "/traces?list-type=2&prefix=traces/team-a/", headers=headers)
+    assert response.status_code == 200
+    assert EMAIL not in response.text
+    assert "traces/team-a/exports/[REDACTED:EMAIL]" in response.text  # redacted, never hashed
+
+
+def test_a_scope_can_refuse_listings_whose_key_names_hold_personal_data(
+    make_gateway, leaky, headers
+):
+    gateway = make_gateway(
+        **{
+            "upstream.endpoint": leaky.endpoint,
+            "roles.support.scopes.debugging.listing_keys": "refuse",
+        }
+    )
+    response = httpx.get(gateway.url + "/traces?list-type=2&prefix=traces/team-a/", headers=headers)
+    assert response.status_code == 403
+    assert "listing_keys: refuse" in response.json()["error"]["reason"]
+    assert EMAIL not in response.text

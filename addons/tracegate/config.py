@@ -646,6 +646,9 @@ class ScopeConfig(Strict):
     detectors: DetectorPolicy = DetectorPolicy()
     # Requests that wait for a human; the first rule whose conditions hold applies.
     approvals: list[ApprovalRule] = []
+    # S3 listings: object key names go through the detectors too; `mask` serves them masked,
+    # `refuse` denies a listing in which any key name holds a finding.
+    listing_keys: Literal["mask", "refuse"] = "mask"
 
     @field_validator("prefixes")
     @classmethod

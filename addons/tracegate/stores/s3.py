@@ -11,7 +11,7 @@ import base64
 import hashlib
 import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 from xml.etree import ElementTree
@@ -153,7 +153,11 @@ class ListingFilterResult:
     removed: int
 
 
-def filter_listing(body: bytes, prefixes: Sequence[str]) -> ListingFilterResult:
+def filter_listing(
+    body: bytes,
+    prefixes: Sequence[str],
+    rename: Callable[[list[str]], list[str]] | None = None,
+) -> ListingFilterResult:
     """Remove keys and common prefixes the role may not see from a ListBucketResult, and
     every part of it that would name them (markers) or describe the unmasked objects."""
     ElementTree.register_namespace("", S3_NS)
@@ -191,6 +195,14 @@ def filter_listing(body: bytes, prefixes: Sequence[str]) -> ListingFilterResult:
     key_count = root.find(q("KeyCount"), ns)
     if key_count is not None:
         key_count.text = str(kept)
+    if rename is not None:  # key names can hold personal data: the detectors read them too
+        names = root.findall(q("Contents") + "/" + q("Key"), ns) + root.findall(
+            q("CommonPrefixes") + "/" + q("Prefix"), ns
+        )
+        texts = [decoded(element.text) for element in names]
+        for element, new in zip(names, rename(texts), strict=True):
+            if new != decoded(element.text):
+                element.text = quote(new, safe="/") if url_encoded else new
     out = ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
     return ListingFilterResult(out, kept, removed)
 

@@ -93,10 +93,24 @@ class S3Store(SignedStoreAdapter):
         if status >= 300:
             return _store_error(status, body, base)
         if access.operation in s3.LIST_OPERATIONS:
+            refused: list[str] = []
+
+            def rename(keys: list[str]) -> list[str]:
+                masked = masker.mask_envelope(list(keys), exchange.report)
+                refused.extend(k for k, m in zip(keys, masked, strict=True) if k != m)
+                return masked
+
             try:
-                result = s3.filter_listing(body, grant.prefixes)
+                result = s3.filter_listing(body, grant.prefixes, rename)
             except Exception as exc:
                 raise gateway_failure(f"cannot parse the store's listing: {exc}") from None
+            if refused and grant.scope.listing_keys == "refuse":
+                raise Denial(
+                    403,
+                    "AccessDenied",
+                    f"{len(refused)} key name(s) in this listing hold personal data or a secret "
+                    "(listing_keys: refuse)",
+                )
             exchange.report.listing_removed = result.removed
             return ClientResponse(status, result.body, _present(base), replace_headers=True)
         if access.operation == "HeadBucket":
