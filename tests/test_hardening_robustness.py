@@ -103,3 +103,56 @@ def test_masking_past_its_budget_is_a_503_with_an_audit_row(make_gateway, issuer
     assert error["code"] == "MaskingTimeout" and "not served unmasked" in error["reason"]
     [row] = audited(gateway, response)
     assert row["decision"] == "deny" and row["status"] == 503
+
+
+class SlowHugeStore:
+    """Announces 3 MiB (over a 1 MiB limit) and then trickles a few bytes a second."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(3 * 1024**2))
+                self.end_headers()
+                try:
+                    for _ in range(30):
+                        self.wfile.write(b"[" * 16)
+                        self.wfile.flush()
+                        time.sleep(0.5)
+                except OSError:
+                    pass
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_huge_slow_body_is_refused_promptly_with_its_flow_id(make_gateway, issuer):
+    store = SlowHugeStore()
+    try:
+        gateway = make_gateway(
+            **{"upstream.endpoint": store.endpoint, "limits.max_body_bytes": "1MiB"}
+        )
+        token = issuer.token("carol", ["support-engineers"])
+        started = time.monotonic()
+        response = httpx.get(
+            gateway.url + A_TRACE, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        store.stop()
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "BodyTooLarge" and error["flow_id"]
+    assert elapsed < 5  # the store would take 15 s to trickle its first 500 bytes

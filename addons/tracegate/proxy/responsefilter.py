@@ -45,7 +45,8 @@ class ResponseFilter:
     def _refuse_while_streaming(
         self, flow: http.HTTPFlow, state: FlowState, denial: Denial
     ) -> None:
-        """Answer with the denial's bytes while the store's body is read and thrown away."""
+        """Answer with the denial's bytes as soon as the store's first bytes come (a slow store
+        must not hold the client), then read the rest of its body and throw it away."""
         deny(flow, state, denial)
         state.oversize = True
         assert flow.response is not None
@@ -55,7 +56,7 @@ class ResponseFilter:
 
         def discard(chunk: bytes) -> bytes:
             nonlocal sent
-            if chunk or sent:
+            if sent:
                 return b""
             sent = True
             return denial_body
