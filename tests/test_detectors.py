@@ -275,3 +275,17 @@ def test_base64_of_binary_data_is_left_alone():
     blob = b64(bytes(range(48)))
     out, _ = mask({"payload": f"blob {blob} end"})
     assert out["payload"] == f"blob {blob} end"
+
+
+def test_the_findings_cache_gives_the_same_masks_on_a_second_read():
+    document = {
+        "a": "mail dana@acme.io",
+        "b": ["call +44 20 7946 0958", "key AKIAQ3EGRTYUIOPL7KWM"],
+    }
+    m = masker()
+    first_report, second_report = MaskReport(), MaskReport()
+    first = m.mask_document(json.loads(json.dumps(document)), first_report)
+    assert m._text.scanner.cache.get("mail dana@acme.io") is not None  # kept across bodies
+    second = m.mask_document(json.loads(json.dumps(document)), second_report)
+    assert first == second and first_report.counts == second_report.counts
+    assert "dana@acme.io" not in json.dumps(second)

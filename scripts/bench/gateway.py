@@ -9,8 +9,10 @@ same request, with the same client (httpx, keep-alive, N concurrent workers):
 S3: one small trace and one realistic ~10 KB export (OTLP chat spans repeating their history,
 JSON tool results, digit-heavy strings: `tests.corpus.realistic_export`) from moto, each its
 own table; direct and plain-mitmdump requests carry a SigV4 signature made once up front (the
-store does not refuse a repeated signature). Langfuse: a page of 20 traces
-with their observations from the Langfuse-shaped server in its own process; direct and
+store does not refuse a repeated signature). Every GET reads the same object, so tracegate's
+cache of findings per string (bounded, across bodies) answers most of its strings: this measures
+repeated reads; `scripts/bench/masking.py` measures masking of new data. Langfuse: a page of
+20 traces with their observations from the Langfuse-shaped server in its own process; direct and
 plain-mitmdump requests carry the project's key pair. tracegate requests carry a bearer token
 and the gateway signs or injects its own credentials (and filters the page to one tenant).
 """

@@ -28,6 +28,32 @@ CHUNK = 1 << 18
 MEMO_ENTRIES = 1 << 17
 
 
+class FindingsCache:
+    """What was found in short strings, kept across bodies: traces share system prompts, tool
+    definitions and whole histories, and the same traces are read again and again. Bounded in
+    entries and characters; when full it starts over (no per-entry bookkeeping)."""
+
+    MAX_TEXT = 8192
+    MAX_CHARS = 16 << 20
+    MAX_ENTRIES = 1 << 16
+
+    def __init__(self) -> None:
+        self._found: dict[str, list[tuple[int, int, int]]] = {}
+        self._chars = 0
+
+    def get(self, text: str) -> list[tuple[int, int, int]] | None:
+        return self._found.get(text)
+
+    def update(self, texts: Sequence[str], found: Sequence[list[tuple[int, int, int]]]) -> None:
+        for text, hits in zip(texts, found, strict=True):
+            if len(text) > self.MAX_TEXT:
+                continue
+            if self._chars + len(text) > self.MAX_CHARS or len(self._found) >= self.MAX_ENTRIES:
+                self._found, self._chars = {}, 0  # a new dict: readers in other threads are safe
+            self._found[text] = hits
+            self._chars += len(text)
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     text_index: int
@@ -49,6 +75,7 @@ class Scanner:
         probe_patterns: Sequence[str] = (),
     ) -> None:
         self.detectors = list(detectors)
+        self.cache = FindingsCache()
         self.engine = "hyperscan" if use_hyperscan and hyperscan is not None else "re"
         self._probe = Scanner._probe_scanner(self.detectors, probe_patterns, self.engine)
         if not self.detectors:
@@ -102,10 +129,15 @@ class Scanner:
             return []
         if memo is None:
             memo = {}
+        shared = self.cache
         todo: dict[str, None] = {}
         for text in texts:
             if text not in memo:
-                todo[text] = None
+                known = shared.get(text)
+                if known is not None:
+                    memo[text] = known
+                else:
+                    todo[text] = None
         if todo:
             unique = list(todo)
             # Detectors read each text's normalised view (escapes, invisible and look-alike
@@ -124,6 +156,7 @@ class Scanner:
             if len(memo) > MEMO_ENTRIES:
                 memo.clear()
             memo.update(zip(unique, found, strict=True))
+            shared.update(unique, found)
             del todo, unique, views, read
         findings: list[Finding] = []
         detectors = self.detectors
