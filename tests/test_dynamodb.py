@@ -339,3 +339,30 @@ def test_count_scans_are_refused_under_a_row_scope(scan_gateway, tokens):
     with pytest.raises(ClientError) as excinfo:
         client(scan_gateway, tokens["acme_support"]).scan(TableName=TABLE, Select="COUNT")
     assert "would count other tenants' rows" in denied(excinfo)[1]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {
+            "FilterExpression": "#u.email = :e",
+            "ExpressionAttributeNames": {"#t": "tenant_id", "#u": "user"},
+        },
+        {"FilterExpression": "contains(messages, :e)"},
+        {"FilterExpression": "attribute_exists(user.email) AND model = :e"},
+    ],
+    ids=["alias-path", "function", "bare-path"],
+)
+def test_a_filter_on_a_field_the_role_may_not_read_is_refused(gateway, tokens, extra):
+    query = acme_query(**extra)
+    query["ExpressionAttributeValues"] = {**query["ExpressionAttributeValues"], ":e": {"S": "x"}}
+    with pytest.raises(ClientError) as excinfo:
+        client(gateway, tokens["acme_analyst"]).query(**query)
+    code, message = denied(excinfo)
+    assert code == "AccessDeniedException" and "a field your role may not read" in message
+
+
+def test_a_filter_on_a_readable_field_is_served(gateway, tokens):
+    query = acme_query(FilterExpression="model = :m")
+    query["ExpressionAttributeValues"] = {**query["ExpressionAttributeValues"], ":m": {"S": "x"}}
+    assert client(gateway, tokens["acme_analyst"]).query(**query)["Items"] == []

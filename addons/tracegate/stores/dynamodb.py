@@ -373,11 +373,56 @@ def allowed_top_fields(scope: Any) -> set[str] | None:
     return names
 
 
+_EXPRESSION_WORDS = {
+    "and", "or", "not", "between", "in", "attribute_exists", "attribute_not_exists",
+    "attribute_type", "begins_with", "contains", "size",
+}  # fmt: skip
+_PATH = re.compile(
+    r"(?<![:\w#])(?:#\w+|[A-Za-z_]\w*)(?:\[\d+\])*(?:\.(?:#\w+|[A-Za-z_]\w*)(?:\[\d+\])*)*(?!\w*\()"
+)
+
+
+def allowed_paths(scope: Any) -> list[tuple[str, ...]] | None:
+    """The allow-list as attribute paths (`$.user.id` -> ("user", "id")); None: all allowed."""
+    allow = scope.fields.allow
+    if allow == "all":
+        return None
+    paths = []
+    for path in allow:
+        if not re.fullmatch(r"\$(?:\.[A-Za-z_][\w-]*)+", path):
+            return []  # a path we cannot read as attribute names: no field may be filtered on
+        paths.append(tuple(path[2:].split(".")))
+    return paths
+
+
+def check_filter_fields(body: dict[str, Any], scope: Any) -> None:
+    """A request may only name fields the role may read: a filter or condition on a hidden
+    field is an oracle (which items come back says what the field holds)."""
+    allowed = allowed_paths(scope)
+    if allowed is None:
+        return
+    if scope.partition is not None:  # pinned to the caller's own partition anyway
+        allowed = [*allowed, (scope.partition.attribute,)]
+    names = body.get("ExpressionAttributeNames") or {}
+    for key in ("FilterExpression", "ConditionExpression", "KeyConditionExpression"):
+        expression = body.get(key)
+        if not isinstance(expression, str):
+            continue
+        for match in _PATH.finditer(expression):
+            raw = re.sub(r"\[\d+\]", "", match.group())
+            if raw.lower() in _EXPRESSION_WORDS:
+                continue
+            parts = tuple(names.get(p, p) if p.startswith("#") else p for p in raw.split("."))
+            if not any(parts[: len(a)] == a for a in allowed):
+                raise forbidden(f"{key} names {'.'.join(parts)}, a field your role may not read")
+
+
 def scope_request(access: DynamoAccess, scope: Any, principal: Any) -> ScopedRequest:
     """The request as it may reach the store: pinned to the principal's partition, projected
     onto allowed fields, with its Limit capped. Raises Denial for what cannot be scoped."""
     body = dict(access.body)
     scoped = ScopedRequest(body)
+    check_filter_fields(body, scope)
     partition = scope.partition
     if partition is not None:
         claim = principal.claim_values(partition.claim)
