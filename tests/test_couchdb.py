@@ -268,3 +268,25 @@ def test_a_projection_without_the_fields_scope_checks_need_returns_nothing(gatew
     )
     assert response.status_code == 200, response.text
     assert response.json()["docs"] == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"selector": {"user.email": {"$regex": "^a"}}},
+        {"selector": {"metadata": {"api_key": {"$regex": "^sk"}}}},
+        {"selector": {"$or": [{"model": "x"}, {"messages": {"$elemMatch": {"content": "hi"}}}]}},
+        {"selector": {"model": "x"}, "sort": [{"user.name": "asc"}]},
+    ],
+    ids=["dotted", "nested", "inside-or", "sort"],
+)
+def test_a_mango_query_naming_a_field_the_role_may_not_read_is_refused(gateway, tokens, body):
+    response = call(gateway, tokens["acme_analyst"], "POST", "/traces/_find", json=body)
+    assert response.status_code == 403, response.text
+    assert "a field your role may not read" in response.json()["error"]["reason"]
+
+
+def test_a_mango_query_on_readable_fields_and_operators_is_served(gateway, tokens):
+    body = {"selector": {"$and": [{"model": {"$regex": "large"}}, {"usage.total": {"$gt": 0}}]}}
+    response = call(gateway, tokens["acme_analyst"], "POST", "/traces/_find", json=body)
+    assert response.status_code == 200, response.text

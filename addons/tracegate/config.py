@@ -283,6 +283,10 @@ class RouteConfig(Strict):
     query: dict[str, QueryParamRule] = {}
     body: Literal["none", "json"] = "none"  # json: a JSON object whose keys are in body_keys
     body_keys: list[str] = []
+    # Body keys whose value names document fields, Mango-style: a selector (field names as
+    # keys) or a sort (names). Each named field must be one the role may read.
+    selector_keys: list[str] = []
+    sort_keys: list[str] = []
     # {parameter}: claim. The path or query parameter must equal one of the token's values
     # of that claim; a missing query parameter is set to the claim's value when it has one.
     claims: dict[str, str] = {}

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from tracegate.denial import Denial, bad_request, forbidden
+from tracegate.fieldpaths import hidden
 
 TARGET_PREFIX = "DynamoDB_20120810."
 DYNAMODB_READ_OPERATIONS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan"})
@@ -382,27 +383,9 @@ _PATH = re.compile(
 )
 
 
-def allowed_paths(scope: Any) -> list[tuple[str, ...]] | None:
-    """The allow-list as attribute paths (`$.user.id` -> ("user", "id")); None: all allowed."""
-    allow = scope.fields.allow
-    if allow == "all":
-        return None
-    paths = []
-    for path in allow:
-        if not re.fullmatch(r"\$(?:\.[A-Za-z_][\w-]*)+", path):
-            return []  # a path we cannot read as attribute names: no field may be filtered on
-        paths.append(tuple(path[2:].split(".")))
-    return paths
-
-
 def check_filter_fields(body: dict[str, Any], scope: Any) -> None:
     """A request may only name fields the role may read: a filter or condition on a hidden
     field is an oracle (which items come back says what the field holds)."""
-    allowed = allowed_paths(scope)
-    if allowed is None:
-        return
-    if scope.partition is not None:  # pinned to the caller's own partition anyway
-        allowed = [*allowed, (scope.partition.attribute,)]
     names = body.get("ExpressionAttributeNames") or {}
     for key in ("FilterExpression", "ConditionExpression", "KeyConditionExpression"):
         expression = body.get(key)
@@ -413,7 +396,7 @@ def check_filter_fields(body: dict[str, Any], scope: Any) -> None:
             if raw.lower() in _EXPRESSION_WORDS:
                 continue
             parts = tuple(names.get(p, p) if p.startswith("#") else p for p in raw.split("."))
-            if not any(parts[: len(a)] == a for a in allowed):
+            if hidden([parts], scope) is not None:
                 raise forbidden(f"{key} names {'.'.join(parts)}, a field your role may not read")
 
 

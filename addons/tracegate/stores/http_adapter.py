@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+from tracegate import fieldpaths
 from tracegate.config import (
     ConfigError,
     HttpUpstreamConfig,
@@ -84,6 +85,16 @@ class HttpStore(StoreAdapter):
         route, scope = access.route.config, grant.scope
         query, body = dict(access.query), dict(access.body) if access.body is not None else None
         notes: list[str] = []
+        if body is not None:
+            named = [
+                *(p for key in route.selector_keys for p in fieldpaths.mango_fields(body.get(key))),
+                *(p for key in route.sort_keys for p in fieldpaths.sort_fields(body.get(key, []))),
+            ]
+            secret = fieldpaths.hidden(named, scope)
+            if secret is not None:
+                raise forbidden(
+                    f"the request names {'.'.join(secret)}, a field your role may not read"
+                )
         for name, claim in route.claims.items():
             values = principal.claim_values(claim)
             given = access.path_params.get(name, query.get(name))
