@@ -366,3 +366,26 @@ def test_a_filter_on_a_readable_field_is_served(gateway, tokens):
     query = acme_query(FilterExpression="model = :m")
     query["ExpressionAttributeValues"] = {**query["ExpressionAttributeValues"], ":m": {"S": "x"}}
     assert client(gateway, tokens["acme_analyst"]).query(**query)["Items"] == []
+
+
+def test_typed_values_that_hide_data_are_masked(gateway, tokens, dynamo):
+    """A card number as N and in an NS, a key inside a binary set, an email as a map key."""
+    card = "4111111111111111"
+    dynamo.client().put_item(
+        TableName=TABLE,
+        Item={
+            "tenant_id": {"S": "acme"},
+            "trace_id": {"S": "tr-typed"},
+            "pan": {"N": card},
+            "pans": {"NS": [card, "5555555555554444"]},
+            "blobs": {"BS": [b"aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLE1"]},
+            "by_user": {"M": {"dana.reyes@acme-mail.io": {"N": "3"}}},
+        },
+    )
+    item = client(gateway, tokens["acme_support"]).get_item(
+        TableName=TABLE, Key={"tenant_id": {"S": "acme"}, "trace_id": {"S": "tr-typed"}}
+    )["Item"]
+    served = json.dumps(item, default=str)
+    for value in (card, "5555555555554444", "wJalrXUtnFEMI", "dana.reyes@acme-mail.io"):
+        assert value not in served, value
+    assert "S" in item["pan"]  # a masked number is served as a string

@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from tracegate.budget import check as check_budget
@@ -44,6 +45,16 @@ KEY_NAME_PROBE = "|".join(
 )
 # Keys that are plain identifiers (snake, camel or dotted words) hold nothing to find.
 _PLAIN_KEY = re.compile(r"[a-z][a-z0-9]*(?:[._-]?[a-zA-Z][a-z0-9]*)*")
+
+
+def _long_integer(value: int | Decimal) -> bool:
+    if type(value) is Decimal and (not value.is_finite() or value != value.to_integral_value()):
+        return False
+    return value >= 1_000_000 or value <= -1_000_000
+
+
+def _digits(value: int | Decimal) -> str:
+    return str(int(value))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -286,8 +297,8 @@ def _collect(
     """
     if isinstance(node, str):
         _add_string(parent, key, node, path, owner, depth, out)
-    elif type(node) is int and (node >= 1_000_000 or node <= -1_000_000):
-        out.slots.append((parent, key, str(node), (), owner, (*path, "<number>"), "number"))
+    elif (type(node) is int or type(node) is Decimal) and _long_integer(node):
+        out.slots.append((parent, key, _digits(node), (), owner, (*path, "<number>"), "number"))
     elif node and (type(node) is dict or type(node) is list):
         _walk(node, path, owner, depth, out, out.slots.append)
 
@@ -303,9 +314,10 @@ def _walk(container: Any, path: Path, owner: int, depth: int, out: _Collected, a
             # An object key can carry a value too ({"dana@acme.io": ...}): read like a value.
             # Its report path names where it is, never the key itself.
             append((container, k, k, path, owner, (*path, "<key>"), "key"))
-        if kind is int and (value >= 1_000_000 or value <= -1_000_000):
-            # Long numbers can be card, phone or account numbers stored as JSON numbers.
-            append((container, k, str(value), path, owner, (*path, k, "<number>"), "number"))
+        if (kind is int or kind is Decimal) and _long_integer(value):
+            # Long numbers can be card, phone or account numbers stored as JSON numbers
+            # (DynamoDB's N arrives as Decimal).
+            append((container, k, _digits(value), path, owner, (*path, k, "<number>"), "number"))
             continue
         if kind is str:
             if len(value) < MIN_TEXT:
