@@ -56,8 +56,8 @@ CONTEXT = re.compile(
     r"[^\n\d]{0,20}$"
 )
 PHONE_KEY = re.compile(
-    r"(?i)(?:^|[_\-.])(?:phone|mobile|cell|tel|telephone|fax|msisdn|whatsapp)(?:$|[_\-.])|^(?:phone|mobile|tel)",
-    re.I,
+    r"(?:^|[_\-.])(?i:phone|mobile|cell|tel|telephone|fax|msisdn|whatsapp)(?:$|[_\-.])"
+    r"|^(?i:phone|mobile|tel)(?=$|[A-Z0-9])"  # phoneNumber, mobilePhone, tel2 (not telemetry)
 )
 ID_KEY = re.compile(
     r"(?i)(?:^|[_\-.])(?:id|ids|uuid|sku|order|ticket|ref|invoice|tracking|account|acct|serial|"

@@ -118,6 +118,7 @@ class TextMasker:
         # some detectors ignore strings under id-like keys ("order_id" holds no phone).
         self._keyed = [d for d in detectors if d.key_policy is not None]
         self._key_rules: dict[str, tuple[tuple[Detector, ...], frozenset[str]]] = {}
+        self._wholes: dict[tuple[str, str], bool] = {}
         self._hash_key = hash_key
         if hash_key is None and "hash" in self.actions.values():
             raise ValueError("hash actions need a hash key")
@@ -199,6 +200,18 @@ class TextMasker:
                 self._key_rules[key] = rules
         return rules
 
+    def _whole(self, detector: Detector, text: str) -> bool:
+        """A detector's judgement of a whole value, remembered (the same fields come back)."""
+        key = (detector.name, text)
+        known = self._wholes.get(key)
+        if known is None:
+            known = bool(detector.whole(text))
+            if len(self._wholes) >= 65536:
+                self._wholes = {}
+            if len(text) <= 4096:
+                self._wholes[key] = known
+        return known
+
     def _by_key(self, slots: list[tuple[Any, ...]], findings: list[Finding]) -> list[Finding]:
         """Apply what field names say: whole values under named keys, ignored under id keys."""
         extra: list[Finding] = []
@@ -209,7 +222,7 @@ class TextMasker:
                 continue
             whole, skip = self._rules_for(key)
             for detector in whole:
-                if detector.whole(raw[2]):
+                if self._whole(detector, raw[2]):
                     extra.append(Finding(index, 0, len(raw[2]), detector))
             skipped.update((index, name) for name in skip)
         if skipped:
