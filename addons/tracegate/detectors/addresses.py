@@ -93,7 +93,8 @@ PARTICLE = (
 NAME_WORD = rf"(?:[{UPPER}]|\d{{1,3}}(?:st|nd|rd|th|e|er|º|ª)?[ ]?)[\w'\u2019.\-]*"
 NAME = rf"{NAME_WORD}(?:[ ](?:{PARTICLE}[ ])*{NAME_WORD}){{0,4}}"
 SUFFIX_TRIE = trie(STREET_SUFFIXES.replace("\\.", ".").split("|"))
-WORD = rf"(?i:{trie(STREET_WORDS.split('|'))})\.?"
+WORD_TRIE = trie(STREET_WORDS.split("|"))
+WORD = rf"(?i:{WORD_TRIE})\.?"
 STREET_LINE = re.compile(
     "|".join(
         [
@@ -169,7 +170,7 @@ DIGIT = re.compile(r"\d")
 MAX_WINDOW = 480  # characters the exact patterns see at once, however many street words
 # Where street words stand: a separate street word, or a word that ends in a street suffix.
 SPOT = re.compile(
-    rf"(?i)(?<![^\W\d_])(?:(?:{trie(STREET_WORDS.split('|'))})|[^\W\d_]*(?:{SUFFIX_TRIE}))"
+    rf"(?i)(?<![^\W\d_])(?:(?:{WORD_TRIE})|[^\W\d_]*(?:{SUFFIX_TRIE}))"
     r"(?![^\W\d_])"
 )
 NUMBER_THEN_POSTCODE = re.compile(r"\d{1,5},?[ ](?:\d{2,5}|[A-Z]{1,2}-\d{4})")

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tracegate.detectors.base import Detector, shannon_entropy
+from tracegate.detectors.validators import is_assigned_secret, valid_aws_key_id
 
 RULES_DIR = Path(__file__).with_name("rules")
 PLACEHOLDER_VALUE = re.compile(
@@ -86,8 +87,6 @@ def expand(template: str, rng: random.Random) -> str:
 
 
 def _validator(rule: SecretRule) -> Callable[[str], bool]:
-    from tracegate.detectors.secrets import is_assigned_secret, valid_aws_key_id
-
     def check(value: str) -> bool:
         if PLACEHOLDER_VALUE.match(value) or len(set(value)) < 5:
             return False

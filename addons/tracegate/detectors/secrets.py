@@ -17,29 +17,19 @@ from collections.abc import Iterator
 
 from tracegate.detectors.base import Detector, Span, shannon_entropy
 from tracegate.detectors.rules import provider_rules, to_detector
+from tracegate.detectors.validators import (
+    HEX_OR_UUID,
+    is_assigned_secret,
+    not_placeholder,
+)
 
 # Values that documentation uses in place of a real secret.
-PLACEHOLDERS = re.compile(
-    r"^(?:<[^>]*>|\$\{[^}]*\}|\$[A-Z_][A-Z0-9_]*|\{\{[^}]*\}\}|%[A-Z_]+%|\*+|x+|X+|\.+|"
-    r"(?:your|my|the)[-_ ]?\w*|changeme|change[-_]me|example\w*|redacted|\[REDACTED[^\]]*\]|"
-    r"null|none|true|false|undefined|password|secret|token|dummy|placeholder|test|xxx+)$",
-    re.IGNORECASE,
-)
-HEX_OR_UUID = re.compile(
-    r"^(?:[0-9a-f]{7,64}|[0-9A-F]{7,64}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
-)
 KEYWORDS = (
     r"password|passwd|pwd|passphrase|pass|secret|client[_-]?secret|api[_-]?key|apikey|"
     r"access[_-]?key|auth[_-]?token|access[_-]?token|refresh[_-]?token|bearer|token|credential|"
     r"private[_-]?key"
 )
-# Word-shaped values ("Bearer", "basic", "NONE", "read_only") are settings, not secrets.
-WORDS = re.compile(r"[A-Z]?[a-z]+(?:[ _-][A-Za-z]?[a-z]+)*|[A-Z]+(?:[ _-][A-Z]+)*")
 TRAILING = ".,;:)]}>"
-
-
-def _not_placeholder(value: str) -> bool:
-    return not PLACEHOLDERS.match(value.strip("'\""))
 
 
 def _jwt(value: str) -> bool:
@@ -49,17 +39,6 @@ def _jwt(value: str) -> bool:
     except (ValueError, UnicodeDecodeError):
         return False
     return isinstance(decoded, dict) and "alg" in decoded
-
-
-def is_assigned_secret(value: str) -> bool:
-    """A value assigned to a credential name that is worth hiding: not a placeholder, a word,
-    a number or an identifier such as a digest."""
-    value = value.strip("'\"")
-    if len(value) < 6 or not _not_placeholder(value) or value.isdigit():
-        return False
-    if HEX_OR_UUID.match(value) and len(value) in (7, 8, 12, 32, 36, 40, 64):
-        return False  # git SHAs, UUIDs and digests are identifiers, not secrets
-    return not WORDS.fullmatch(value)
 
 
 SECRET_KEY_WORDS = {"password", "passwd", "pwd", "passphrase", "secret", "token", "apikey"}
@@ -89,11 +68,6 @@ def _high_entropy(value: str) -> bool:
     )
 
 
-def valid_aws_key_id(value: str) -> bool:
-    body = value[4:]
-    return not (value.endswith("EXAMPLE") or re.fullmatch(r"X+", body) or len(set(body)) < 6)
-
-
 def _strip_trailing(text: str, start: int, end: int) -> Span:
     while end > start and text[end - 1] in TRAILING:
         end -= 1
@@ -105,7 +79,7 @@ def _valued(pattern: re.Pattern[str], check) -> callable:
 
     def find(text: str) -> Iterator[Span]:
         for match in pattern.finditer(text):
-            if not _not_placeholder(match.group("value")):
+            if not not_placeholder(match.group("value")):
                 continue
             start, end = _strip_trailing(text, *match.span("value"))
             if end - start >= 4 and check(text[start:end]):
@@ -127,7 +101,7 @@ def _assignments(text: str) -> Iterator[Span]:
     for match in ASSIGNMENT.finditer(text):
         group = "quoted" if match.group("quoted") is not None else "value"
         start, end = match.span(group)
-        if not _not_placeholder(match.group(group)):
+        if not not_placeholder(match.group(group)):
             continue
         if group == "value":
             start, end = _strip_trailing(text, start, end)
@@ -163,7 +137,7 @@ URL_USERINFO = re.compile(
 def _url_passwords(text: str) -> Iterator[Span]:
     for match in URL_USERINFO.finditer(text):
         value = match.group("value")
-        if _not_placeholder(value) and value.lower() not in ("pass", "pwd", "passwd"):
+        if not_placeholder(value) and value.lower() not in ("pass", "pwd", "passwd"):
             yield match.span("value")
 
 
