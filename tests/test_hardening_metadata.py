@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
+
+from tests.localhttp import LocalServer
 
 EMAIL = "dana.reyes@acme.io"
 TRACE = json.dumps({"trace_id": "t1", "messages": [{"role": "user", "content": f"mail {EMAIL}"}]})
@@ -40,7 +41,7 @@ LEAKY_HEADERS = {
 }
 
 
-class MisbehavingStore:
+class MisbehavingStore(LocalServer):
     """An S3-shaped server that says too much: hashes of its bytes, a person in a filename,
     cookies, redirects, listings that name another team's keys."""
 
@@ -72,13 +73,7 @@ class MisbehavingStore:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import time
 import httpx
 import pytest
 
+from tests.localhttp import LocalServer
 from tracegate.budget import MaskingTimeout, budget
 from tracegate.config import ScopeConfig
 from tracegate.masking import BodyError, Masker, MaskReport
@@ -105,12 +106,11 @@ def test_masking_past_its_budget_is_a_503_with_an_audit_row(make_gateway, issuer
     assert row["decision"] == "deny" and row["status"] == 503
 
 
-class SlowHugeStore:
+class SlowHugeStore(LocalServer):
     """Announces 3 MiB (over a 1 MiB limit) and then trickles a few bytes a second."""
 
     def __init__(self) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -129,13 +129,7 @@ class SlowHugeStore:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def test_a_huge_slow_body_is_refused_promptly_with_its_flow_id(make_gateway, issuer):

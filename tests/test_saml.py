@@ -21,18 +21,22 @@ def idp():
     return TestIdP()
 
 
-@pytest.fixture
-def saml_gateway(make_gateway, idp, tmp_path):
+def provider_config(idp, tmp_path) -> dict:
+    """The test IdP as a configured SAML provider, its metadata in a file."""
     metadata = tmp_path / "idp-metadata.xml"
     metadata.write_bytes(idp.metadata())
-    provider = {
+    return {
         "name": "test-idp",
         "entity_id": idp.entity_id,
         "audience": SP,
         "recipients": [RECIPIENT],
         "metadata_file": str(metadata),
     }
-    return make_gateway(how="run", **{"identity.saml": [provider]})
+
+
+@pytest.fixture
+def saml_gateway(make_gateway, idp, tmp_path):
+    return make_gateway(how="run", **{"identity.saml": [provider_config(idp, tmp_path)]})
 
 
 def with_saml(gateway, encoded: str, path: str = A_TRACE) -> httpx.Response:
@@ -233,10 +237,7 @@ def test_web_sso_bearer_rules_are_checked(saml_gateway, idp, make, reason):
 
 
 def test_a_used_assertion_stays_used_across_a_restart(make_gateway, idp, tmp_path):
-    metadata = tmp_path / "idp-metadata.xml"
-    metadata.write_bytes(idp.metadata())
-    provider = {"name": "test-idp", "entity_id": idp.entity_id, "audience": SP,
-                "metadata_file": str(metadata), "recipients": [RECIPIENT]}  # fmt: skip
+    provider = provider_config(idp, tmp_path)
     first = make_gateway(how="run", **{"identity.saml": [provider]})
     assertion = idp.signed()
     assert with_saml(first, assertion).status_code == 200
