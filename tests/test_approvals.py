@@ -173,6 +173,18 @@ def test_held_request_approved_via_the_endpoint_delivers_the_masked_trace(make_g
     assert events(gateway, approval["id"])[0]["flow_id"] == row["flow_id"]
 
 
+def test_a_hold_longer_than_the_upstream_timeout_is_not_cut_off(make_gateway, tokens):
+    # The idle timeout (mitmproxy's tcp_timeout) is for a silent store; mitmproxy disarms it
+    # while a hook runs, so a request waiting for its approver is never closed by it.
+    gateway = make_gateway(**{RULES: rules(), "limits.upstream_timeout_seconds": 1})
+    pending = in_background(fetch, gateway, tokens["alice"])
+    [approval] = wait_pending(gateway, tokens["sec1"])
+    time.sleep(2.5)
+    assert not pending.done()
+    assert decide(gateway, tokens["sec1"], approval["id"]).is_success
+    assert pending.result(timeout=30).status_code == 200
+
+
 def test_denied_request_gets_403_with_the_approvers_reason(make_gateway, tokens):
     gateway = make_gateway(**{RULES: rules()})
     pending = in_background(fetch, gateway, tokens["alice"])

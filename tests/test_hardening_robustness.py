@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import threading
 import time
 
 import httpx
 import pytest
 
+from tests.harness import audit_rows
 from tests.localhttp import LocalServer
 from tracegate.budget import MaskingTimeout, budget
 from tracegate.config import ScopeConfig
@@ -150,3 +152,56 @@ def test_a_huge_slow_body_is_refused_promptly_with_its_flow_id(make_gateway, iss
     error = response.json()["error"]
     assert error["code"] == "BodyTooLarge" and error["flow_id"]
     assert elapsed < 5  # the store would take 15 s to trickle its first 500 bytes
+
+
+class SilentStore(LocalServer):
+    """Accepts the request and never answers (until the test stops it)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler
+
+        stop = self.stopping = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                stop.wait(30)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        super().__init__(Handler)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        super().stop()
+
+
+def test_a_silent_store_is_cut_off_after_the_upstream_timeout_with_an_audit_row(
+    make_gateway, issuer
+):
+    store = SilentStore()
+    try:
+        gateway = make_gateway(
+            **{"upstream.endpoint": store.endpoint, "limits.upstream_timeout_seconds": 2}
+        )
+        token = issuer.token("carol", ["support-engineers"])
+        started = time.monotonic()
+        with pytest.raises(httpx.RemoteProtocolError):  # closed, nothing of the store's sent
+            httpx.get(
+                gateway.url + A_TRACE, headers={"Authorization": f"Bearer {token}"}, timeout=30
+            )
+        elapsed = time.monotonic() - started
+        audit = gateway.config.with_name(
+            gateway.config.stem.replace("config-", "audit-") + ".sqlite3"
+        )
+        deadline = time.monotonic() + 5
+        while not (rows := audit_rows(audit)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        store.stop()
+    assert 1.5 < elapsed < 10
+    [row] = rows
+    assert row["decision"] == "error" and row["status"] == 504
+    assert (
+        row["reason"].startswith("UpstreamTimeout") and "upstream_timeout_seconds" in row["reason"]
+    )

@@ -398,6 +398,9 @@ class LimitsConfig(Strict):
     mask_seconds: float = Field(10.0, gt=0)
     # How long a request held by an operator's intercept may wait to be resumed.
     hold_seconds: float = Field(300, gt=0)
+    # A store that sends nothing for this long has its connection closed (mitmproxy's
+    # tcp_timeout); the flow is recorded as UpstreamTimeout. Approval holds do not count.
+    upstream_timeout_seconds: int = Field(60, ge=1)
 
     @field_validator("max_body_bytes", mode="before")
     @classmethod

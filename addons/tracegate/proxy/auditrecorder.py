@@ -52,6 +52,13 @@ class AuditRecorder:
         if exchange.decision != "deny":
             exchange.decision = "error"
             exchange.reason = flow.error.msg if flow.error else "flow failed"
+            timeout = state.gateway.config.limits.upstream_timeout_seconds
+            if _store_went_silent(flow, state, timeout):
+                exchange.status = 504
+                exchange.reason = (
+                    f"UpstreamTimeout: the store sent nothing for {timeout} s "
+                    "(limits.upstream_timeout_seconds); the connection was closed"
+                )
         try:
             await self._write(state)
         except Exception as exc:
@@ -113,4 +120,16 @@ def _seen(state: FlowState, flow: http.HTTPFlow) -> dict:
         config.audit.max_body_bytes,
         flow.request.timestamp_start,
         response.timestamp_end or time.time(),
+    )
+
+
+def _store_went_silent(flow: http.HTTPFlow, state: FlowState, timeout: int) -> bool:
+    """mitmproxy closes an idle connection without saying why; a forwarded request with no
+    answer that waited the whole timeout was the store's silence, not the client leaving."""
+    sent = flow.request.timestamp_end
+    return (
+        state.forwarded
+        and flow.response is None
+        and sent is not None
+        and time.time() - sent >= timeout - 0.5
     )

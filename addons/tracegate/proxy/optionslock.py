@@ -78,6 +78,7 @@ class OptionsLock:
         if config is not None:
             wanted["body_size_limit"] = backstop_body_limit(config.limits.max_body_bytes)
             wanted["ssl_insecure"] = not config.upstream.verify_tls
+            wanted["tcp_timeout"] = config.limits.upstream_timeout_seconds
         changes = {k: v for k, v in wanted.items() if _value(k) != v}
         if changes:
             ctx.options.update(**changes)
