@@ -34,6 +34,8 @@ SEARCH_ROUTE = {
     "resource": "{index}/",
     "document_resource": "{index}/{doc.team}/{doc.trace_id}",
     "documents": ["$.hits.hits[*]._source"],
+    "metadata": ["$.took", "$.hits.hits[*]._id"],
+    "whole_result": ["$.hits.total"],
     "page_size": "size",
 }
 
@@ -129,6 +131,16 @@ def route(data, n=0) -> dict:
             "upstream.routes[0].documents: JSONPath 'rows[*]' must start with '$'",
         ),
         (
+            lambda d: route(d).update(metadata=["total_rows"]),
+            "upstream.routes[0].metadata: JSONPath 'total_rows' must start with '$'",
+        ),
+        (
+            lambda d: route(d)["query"].update(
+                descending={"pattern": "[a-z]+", "field": "$.{field}"}
+            ),
+            "upstream.routes[0].query.descending: field uses {field}: give a pattern with a group",
+        ),
+        (
             lambda d: route(d, 2).update(operation="AllDocs"),
             "upstream: routes: operation 'AllDocs' is named by two routes",
         ),
@@ -182,6 +194,8 @@ def route(data, n=0) -> dict:
         "bad-regex",
         "claim-unknown-param",
         "jsonpath",
+        "metadata-jsonpath",
+        "query-field-group",
         "duplicate-operation",
         "basic-without-password",
         "value-with-basic",
@@ -332,7 +346,10 @@ def test_the_envelope_around_the_documents_is_scanned_too(tmp_path, monkeypatch)
     )
     served = json.loads(result.body)
     assert served["docs"] == [{"_id": "acme:1", "tenant": "acme", "model": "m"}]
-    assert "ops@acme.example.org" not in served["warning"] and served["bookmark"] == "g1AAAA"
+    assert "ops@acme.example.org" not in served["warning"]
+    # The bookmark names the store's last row, maybe another tenant's: not under a partition.
+    assert "bookmark" not in served
+    assert exchange.report.to_dict()["rules"]["whole-result"]["paths"] == ["$.bookmark"]
 
 
 def test_documents_are_placed_by_their_own_fields_in_a_search_answer(tmp_path, monkeypatch):
@@ -355,6 +372,56 @@ def test_documents_are_placed_by_their_own_fields_in_a_search_answer(tmp_path, m
     served = json.loads(result.body)
     assert [h["_id"] for h in served["hits"]["hits"]] == ["1"]
     assert served["hits"]["hits"][0]["_source"]["user"]["email"].startswith("hmac:")
+    assert served["took"] == 3 and "total" not in served["hits"]  # two hits were not yours
+
+
+def test_envelope_parts_the_route_does_not_name_are_dropped(tmp_path, monkeypatch):
+    # Another tenant's trace riding in an envelope key the route map does not name.
+    http_store = store(tmp_path, monkeypatch)
+    exchange = exchange_for(http_store, "GET", "/traces/_all_docs", [("include_docs", "true")])
+    leak = {"_id": "globex:9", "tenant": "globex", "note": "globex secret"}
+    rows = [
+        {
+            "id": "acme:1",
+            "key": "acme:1",
+            "value": {"rev": "1-a"},
+            "extra": leak,
+            "doc": {"_id": "acme:1", "tenant": "acme"},
+        }
+    ]
+    body = {
+        "total_rows": 9,
+        "offset": 3,
+        "rows": rows,
+        "included": [leak],
+        "meta": {"related": leak},
+    }
+    served = json.loads(answer(http_store, exchange, body).body)
+    assert served == {
+        "rows": [
+            {
+                "id": "acme:1",
+                "key": "acme:1",
+                "value": {"rev": "1-a"},
+                "doc": {"_id": "acme:1", "tenant": "acme"},
+            }
+        ]
+    }
+    rules = exchange.report.to_dict()["rules"]
+    assert rules["envelope-unlisted"]["count"] == 3 and rules["whole-result"]["count"] == 2
+
+
+def test_the_whole_results_totals_are_served_when_the_scope_cannot_filter(tmp_path, monkeypatch):
+    def unpartitioned(data):
+        del data["roles"]["support"]["scopes"]["debugging"]["partition"]
+
+    http_store = store(tmp_path, monkeypatch, unpartitioned)
+    exchange = exchange_for(http_store, "GET", "/traces/_all_docs", [("include_docs", "true")])
+    rows = [{"id": "acme:1", "doc": {"_id": "acme:1", "tenant": "acme"}}]
+    served = json.loads(
+        answer(http_store, exchange, {"total_rows": 9, "offset": 3, "rows": rows}).body
+    )
+    assert served["total_rows"] == 9 and served["offset"] == 3
 
 
 def test_a_single_document_outside_the_scope_is_refused(tmp_path, monkeypatch):

@@ -138,7 +138,31 @@ def test_the_analyst_sees_only_the_allowed_fields_of_observations(gateway, token
         assert set(observation) <= {"id", "traceId", "name", "model", "usage", "type", "metadata"}
         assert observation["metadata"] == {"tenant": "acme"}
     assert "@acme.example.org" not in response.text and PLANTED_API_KEY not in response.text
-    assert response.json()["meta"]["totalItems"] == 28  # the store's envelope, unchanged
+    # The store's totals count every tenant's rows (28): not served under a row scope.
+    assert response.json()["meta"] == {"page": 1, "limit": 50}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"userId": "acme-user-3"}, {"sessionId": "s-1"}, {"orderBy": "userId.desc"}],
+    ids=["userId", "sessionId", "orderBy-userId"],
+)
+def test_the_analyst_may_not_filter_or_sort_on_a_field_it_may_not_read(
+    gateway, tokens, langfuse, params
+):
+    # Which traces come back would tell what the hidden field holds (an oracle).
+    langfuse.requests.clear()
+    response = get(gateway, tokens["acme_analyst"], "/api/public/traces", **params)
+    assert response.status_code == 403, response.text
+    assert "a field your role may not read" in response.json()["error"]["reason"]
+    assert not langfuse.requests  # the store was never asked
+
+
+def test_filters_on_fields_the_role_may_read_are_served(gateway, tokens):
+    analyst = get(gateway, tokens["acme_analyst"], "/api/public/traces", orderBy="timestamp.desc")
+    assert analyst.status_code == 200, analyst.text
+    support = get(gateway, tokens["acme_support"], "/api/public/traces", userId="acme-user-3")
+    assert support.status_code == 200, support.text
 
 
 def test_the_analyst_may_not_read_a_single_trace(gateway, tokens):

@@ -266,11 +266,32 @@ class QueryParamRule(Strict):
     values: list[str] = []  # the only values accepted (empty: any that fits `pattern`)
     pattern: str | None = None  # a regular expression the whole value must match
     max: int | None = Field(None, ge=0)  # an integer no larger than this
+    # The document field this parameter filters or sorts on (`$.userId`); `{field}` takes the
+    # pattern's group named `field` (`orderBy=timestamp.asc`). A role must be able to read it.
+    field: str | None = Field(None, pattern=r"^\$(\.([A-Za-z_][\w-]*|\{field\}))+$")
 
     @field_validator("pattern")
     @classmethod
     def _regex(cls, pattern: str | None) -> str | None:
         return _check_regex(pattern) if pattern is not None else None
+
+    @model_validator(mode="after")
+    def _field_group(self) -> QueryParamRule:
+        grouped = self.pattern is not None and "field" in re.compile(self.pattern).groupindex
+        if self.field and "{field}" in self.field and not grouped:
+            raise ValueError("field uses {field}: give a pattern with a group (?P<field>...)")
+        return self
+
+    def named_field(self, value: str) -> tuple[str, ...] | None:
+        """The document field a request names with this parameter's value, as a path."""
+        if self.field is None:
+            return None
+        path = self.field
+        if "{field}" in path:
+            assert self.pattern is not None
+            match = re.fullmatch(self.pattern, value)
+            path = path.replace("{field}", match.group("field") if match else value)
+        return tuple(path[2:].split("."))
 
 
 class RouteConfig(Strict):
@@ -297,9 +318,15 @@ class RouteConfig(Strict):
     # document whose resource is outside the scope is removed from the answer.
     document_resource: str | None = None
     documents: list[str] = Field(min_length=1)  # JSONPaths of the trace documents
+    # The rest of the answer is an allow-list: only these JSONPaths are served (detector-masked);
+    # any other envelope part is dropped (a store could carry another tenant's trace there).
+    metadata: list[str] = []
+    # Parts describing the store's whole result (totals, offsets, cursors naming its last row):
+    # served only when the scope cannot have filtered the result, else dropped.
+    whole_result: list[str] = []
     page_size: str | None = None  # the query parameter (or JSON body key) capped by max_limit
 
-    @field_validator("documents")
+    @field_validator("documents", "metadata", "whole_result")
     @classmethod
     def _jsonpaths(cls, paths: list[str]) -> list[str]:
         return [_check_jsonpath(p) for p in paths]

@@ -63,6 +63,8 @@ class CompiledRoute:
             name: re.compile(rule.pattern) for name, rule in config.query.items() if rule.pattern
         }
         self.documents: list[CompiledPath] = [compile_path(p) for p in config.documents]
+        self.metadata: list[CompiledPath] = [compile_path(p) for p in config.metadata]
+        self.whole_result: list[CompiledPath] = [compile_path(p) for p in config.whole_result]
 
     def match(self, segments: Sequence[str]) -> dict[str, str] | None:
         """The path parameters if the decoded segments fit this route's template."""
@@ -277,6 +279,56 @@ def document_paths(route: CompiledRoute, answer: Any) -> list[Path]:
         if not any(path[: len(outer)] == outer for outer in outermost):
             outermost.append(path)
     return outermost
+
+
+def located(expressions: Sequence[CompiledPath], answer: Any) -> list[Path]:
+    """Every concrete path the expressions match in this answer."""
+    return [path for expression in expressions for path in expression.paths(answer)]
+
+
+def keep_only(answer: Any, keep: Sequence[Path]) -> tuple[Any, list[Path], list[Path]]:
+    """The answer with only what `keep` names and the containers on the way to it. Returns the
+    pruned answer, the object members dropped, and the list elements to delete afterwards
+    (left in place for now, so the paths of the documents still point where they did)."""
+    trie: dict[Any, Any] = {}
+    for path in keep:
+        node = trie
+        for part in path:
+            if node.get(_WHOLE):
+                break
+            node = node.setdefault(part, {})
+        else:
+            node.clear()
+            node[_WHOLE] = True
+    dropped: list[Path] = []
+    elements: list[Path] = []
+
+    def walk(value: Any, node: dict[Any, Any], path: Path) -> Any:
+        if node.get(_WHOLE):
+            return value
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                if key in node:
+                    out[key] = walk(item, node[key], (*path, key))
+                else:
+                    dropped.append((*path, key))
+            return out
+        if isinstance(value, list):
+            kept = []
+            for index, item in enumerate(value):
+                if index in node:
+                    kept.append(walk(item, node[index], (*path, index)))
+                else:
+                    kept.append(None)
+                    elements.append((*path, index))
+            return kept
+        return value  # a scalar where the path expected a container: nothing below it to keep
+
+    return walk(answer, trie, ()), dropped, elements
+
+
+_WHOLE = object()
 
 
 def get(document: Any, path: Path) -> Any:

@@ -85,16 +85,19 @@ class HttpStore(StoreAdapter):
         route, scope = access.route.config, grant.scope
         query, body = dict(access.query), dict(access.body) if access.body is not None else None
         notes: list[str] = []
+        named = [
+            path
+            for name, value in query.items()
+            if (path := route.query[name].named_field(value)) is not None
+        ]
         if body is not None:
-            named = [
+            named += [
                 *(p for key in route.selector_keys for p in fieldpaths.mango_fields(body.get(key))),
                 *(p for key in route.sort_keys for p in fieldpaths.sort_fields(body.get(key, []))),
             ]
-            secret = fieldpaths.hidden(named, scope)
-            if secret is not None:
-                raise forbidden(
-                    f"the request names {'.'.join(secret)}, a field your role may not read"
-                )
+        secret = fieldpaths.hidden(named, scope)
+        if secret is not None:
+            raise forbidden(f"the request names {'.'.join(secret)}, a field your role may not read")
         for name, claim in route.claims.items():
             values = principal.claim_values(claim)
             given = access.path_params.get(name, query.get(name))
@@ -196,25 +199,35 @@ class HttpStore(StoreAdapter):
         route = access.route.config
         params = access.params
         paths = http.document_paths(access.route, answer)
-        documents = []
+        served: list[tuple[http.Path, Any]] = []
+        removed: set[http.Path] = set()
         for path in paths:  # take each document out, so the envelope is masked without them
-            documents.append(http.get(answer, path))
+            document = http.get(answer, path)
             answer = http.put(answer, path, None)
-        answer = masker.mask_envelope(answer, report)
-        removed: set[tuple[str | int, ...]] = set()
-        for path, document in zip(paths, documents, strict=True):
             why = self._outside(route.document_resource, params, grant.prefixes, read, document)
-            if why is not None:
-                element = http.holder(path)
-                if element is None:
-                    raise forbidden(f"the document is outside your scope: {why}")
-                removed.add(element)
+            if why is None:
+                served.append((path, document))
                 continue
-            masked = masker.mask_document(document, report)
+            element = http.holder(path)
+            if element is None:
+                raise forbidden(f"the document is outside your scope: {why}")
+            removed.add(element)
+        whole = (
+            read.partition is None
+            and not removed
+            and (access.prefix is None or key_in_scope(access.prefix, grant.prefixes))
+        )
+        totals = http.located(access.route.whole_result, answer)
+        keep = [*paths, *http.located(access.route.metadata, answer), *(totals if whole else [])]
+        answer, dropped, unlisted = http.keep_only(answer, keep)
+        for part in [*dropped, *unlisted]:
+            report.add("whole-result" if part in totals else "envelope-unlisted", "remove", part)
+        answer = masker.mask_envelope(answer, report)
+        for path, document in served:
+            answer = http.put(answer, path, masker.mask_document(document, report))
             report.documents += 1
-            answer = http.put(answer, path, masked)
         report.listing_removed += len(removed)
-        http.remove_all(answer, removed)
+        http.remove_all(answer, removed | set(unlisted))
         return answer
 
     @staticmethod
