@@ -109,16 +109,16 @@ def test_masking_past_its_budget_is_a_503_with_an_audit_row(make_gateway, issuer
 
 
 class SlowHugeStore(LocalServer):
-    """Announces 3 MiB (over a 1 MiB limit) and then trickles a few bytes a second."""
+    """Announces `declared` bytes (over a 1 MiB limit) and then trickles a few bytes a second."""
 
-    def __init__(self) -> None:
+    def __init__(self, declared: int = 3 * 1024**2) -> None:
         from http.server import BaseHTTPRequestHandler
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(3 * 1024**2))
+                self.send_header("Content-Length", str(declared))
                 self.end_headers()
                 try:
                     for _ in range(30):
@@ -134,8 +134,13 @@ class SlowHugeStore(LocalServer):
         super().__init__(Handler)
 
 
-def test_a_huge_slow_body_is_refused_promptly_with_its_flow_id(make_gateway, issuer):
-    store = SlowHugeStore()
+@pytest.mark.parametrize(
+    "declared",
+    [3 * 1024**2, 5 * 1024**3],  # over the limit; far over mitmproxy's backstop (2x + 1 MiB)
+    ids=["3MiB", "5GB"],
+)
+def test_a_huge_slow_body_is_refused_promptly_with_its_flow_id(make_gateway, issuer, declared):
+    store = SlowHugeStore(declared)
     try:
         gateway = make_gateway(
             **{"upstream.endpoint": store.endpoint, "limits.max_body_bytes": "1MiB"}
@@ -205,3 +210,13 @@ def test_a_silent_store_is_cut_off_after_the_upstream_timeout_with_an_audit_row(
     assert (
         row["reason"].startswith("UpstreamTimeout") and "upstream_timeout_seconds" in row["reason"]
     )
+
+
+def test_the_declared_size_wrapper_refuses_a_mitmproxy_whose_layer_moved(monkeypatch):
+    from mitmproxy.proxy.layers import http as http_layer
+
+    from tracegate.proxy import declaredsize
+
+    monkeypatch.delattr(http_layer.HttpStream, "check_body_size")
+    with pytest.raises(declaredsize.LayerChanged, match="check_body_size is gone"):
+        declaredsize.install()

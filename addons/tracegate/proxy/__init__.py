@@ -12,6 +12,7 @@ import logging
 
 from mitmproxy import exceptions, hooks
 
+from tracegate.proxy import declaredsize
 from tracegate.proxy.admin import AdminListener
 from tracegate.proxy.approvalhold import ApprovalHold
 from tracegate.proxy.auditrecorder import AuditRecorder
@@ -48,6 +49,7 @@ def gateway_addons(runtime: Runtime) -> list[object]:
 def install(master, runtime: Runtime) -> list[object]:
     """Register the addons; the OptionsLock goes first so it refuses a change before the
     proxy server (or anything else) reacts to it."""
+    declaredsize.install()
     addons = gateway_addons(runtime)
     master.addons.add(*addons)
     lock = next(a for a in addons if isinstance(a, OptionsLock))
