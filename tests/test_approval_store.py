@@ -12,8 +12,8 @@ from tracegate.approvals.desk import ApprovalDesk
 from tracegate.approvals.notify import Webhook
 from tracegate.config import ApprovalRule, ScopeConfig
 from tracegate.exchange import Exchange, IncomingRequest
+from tracegate.grant import Grant
 from tracegate.identity.principal import Principal
-from tracegate.policy import Grant
 from tracegate.stores.s3 import Access
 
 RULE = ApprovalRule.model_validate(

@@ -16,9 +16,9 @@ from tests.harness import REPO
 from tracegate.config import ConfigError, GatewayConfig, load_config
 from tracegate.denial import Denial
 from tracegate.exchange import Exchange, IncomingRequest
+from tracegate.grant import Grant
 from tracegate.identity.principal import Principal
 from tracegate.masking import Masker
-from tracegate.policy import Grant
 from tracegate.stores.http_adapter import HttpStore
 
 COUCHDB = REPO / "rules" / "couchdb.yaml"

@@ -10,6 +10,7 @@ from botocore.httpchecksum import _handle_bytes_response
 
 from tracegate.content import decode_body, document_kind
 from tracegate.denial import Denial
+from tracegate.resources import prefix_overlaps
 from tracegate.stores import s3
 
 BUCKET = "traces"
@@ -107,7 +108,7 @@ def test_listing_keeps_only_keys_and_prefixes_in_scope():
     [("a/", True), ("a/deeper/", True), ("", True), ("b/", False), ("ab", False)],
 )
 def test_listing_prefix_scope(prefix, overlaps):
-    assert s3.prefix_overlaps(prefix, ["a/"]) is overlaps
+    assert prefix_overlaps(prefix, ["a/"]) is overlaps
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracegate.approvals.rules import ApprovalNeed
+from tracegate.access import Access
+from tracegate.approvals.model import ApprovalNeed
 from tracegate.audit.log import AuditRecord
 from tracegate.denial import Denial
+from tracegate.grant import Grant
 from tracegate.identity.principal import Principal
 from tracegate.masking import MaskReport
-from tracegate.policy import Grant
-from tracegate.stores.adapter import Access
 
 PURPOSE_HEADER = "x-tracegate-purpose"
 ROLE_HEADER = "x-tracegate-role"

@@ -1,47 +1,20 @@
 """Least privilege: which role and purpose a request acts under, and whether its access fits.
 
 Plain functions over the config, a `Principal` and an `Access`; the gateway, the CLI and the
-tests all decide through `decide`.
+tests all decide through `decide`. Whether a resource is inside a scope is the store's answer
+(`Access.outside`), so nothing here knows a store kind.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
+from tracegate.access import Access
 from tracegate.approvals.rules import beyond_scope
 from tracegate.config import GatewayConfig, ScopeConfig
 from tracegate.denial import Denial, forbidden
+from tracegate.grant import Decision, Grant
 from tracegate.identity.principal import Principal
-from tracegate.stores.adapter import Access
-from tracegate.stores.dynamodb import DynamoAccess
-from tracegate.stores.s3 import key_in_scope, prefix_overlaps
 
-
-@dataclass(frozen=True)
-class Grant:
-    """What an allowed request may see: the scope of its role and purpose."""
-
-    role: str
-    purpose: str
-    scope: ScopeConfig
-    # Prefixes opened by an approval for a request beyond the scope's own.
-    approved_prefixes: tuple[str, ...] = ()
-
-    @property
-    def prefixes(self) -> list[str]:
-        return [*self.scope.prefixes, *self.approved_prefixes]
-
-    def widened(self) -> Grant:
-        return replace(self, approved_prefixes=tuple(self.scope.beyond_prefixes))
-
-
-@dataclass(frozen=True)
-class Decision:
-    allowed: bool
-    reason: str
-    grant: Grant
-    # Outside the scope's prefixes but inside an approval rule's: allowed only once approved.
-    beyond_scope: bool = False
+__all__ = ["Decision", "Grant", "choose_role", "decide", "outside_scope", "roles_of"]
 
 
 def roles_of(principal: Principal, config: GatewayConfig) -> list[str]:
@@ -105,33 +78,14 @@ def decide(
     if beyond_scope(access, scope):
         reason = f"{access.operation} beyond {role_name}/{purpose} scope, subject to approval"
         return Decision(True, reason, grant, beyond_scope=True)
-    _check_resource(access, scope, role_name)
+    outside = access.outside(scope)
+    if outside is not None:
+        raise forbidden(outside.refusal(role_name))
     return Decision(True, f"{access.operation} within {role_name}/{purpose} scope", grant)
 
 
 def outside_scope(access: Access, scope: ScopeConfig, role: str) -> Denial:
     """The refusal for an access outside the scope (used when no approval rule admits it)."""
-    target = f"key {access.key!r}" if access.key is not None else f"prefix {access.prefix!r}"
-    return _outside(target, scope, role)
-
-
-def _check_resource(access: Access, scope: ScopeConfig, role: str) -> None:
-    if isinstance(access, DynamoAccess):
-        outside = [t for t in access.tables if t not in scope.tables]
-        if outside:
-            raise forbidden(
-                f"table(s) {', '.join(outside)} outside the scope of role {role!r} (allowed: "
-                f"{', '.join(scope.tables)})"
-            )
-        return
-    if access.key is not None and not key_in_scope(access.key, scope.prefixes):
-        raise _outside(f"key {access.key!r}", scope, role)
-    if access.prefix is not None and not prefix_overlaps(access.prefix, scope.prefixes):
-        raise _outside(f"prefix {access.prefix!r}", scope, role)
-
-
-def _outside(what: str, scope: ScopeConfig, role: str) -> Denial:
-    return forbidden(
-        f"{what} is outside the scope of role {role!r} (allowed prefixes: "
-        f"{', '.join(scope.prefixes)})"
-    )
+    outside = access.outside(scope)
+    assert outside is not None, "only asked for an access beyond the scope"
+    return forbidden(outside.refusal(role))

@@ -17,11 +17,11 @@ from tracegate.approvals.model import (
     EXPIRED,
     PENDING,
     Approval,
+    ApprovalNeed,
     new_id,
     request_key,
 )
 from tracegate.approvals.notify import Webhook
-from tracegate.approvals.rules import ApprovalNeed
 from tracegate.approvals.store import MITMWEB_OPERATOR, ApprovalStore
 from tracegate.denial import Denial
 

@@ -7,7 +7,10 @@ import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tracegate.config import ApprovalRule
 
 PENDING, APPROVED, DENIED, EXPIRED, CANCELLED = (
     "pending",
@@ -17,6 +20,14 @@ PENDING, APPROVED, DENIED, EXPIRED, CANCELLED = (
     "cancelled",
 )
 FINAL = frozenset({APPROVED, DENIED, EXPIRED, CANCELLED})
+
+
+@dataclass(frozen=True)
+class ApprovalNeed:
+    """A rule that applies to this request, and why in words an approver can read."""
+
+    rule: ApprovalRule
+    why: str
 
 
 def request_key(

@@ -9,34 +9,19 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from tracegate.config import ApprovalRule, ApprovalWhen, ScopeConfig
+from tracegate.access import Access
+from tracegate.approvals.model import ApprovalNeed
+from tracegate.config import ApprovalWhen, ScopeConfig
+from tracegate.detectors import GROUPS
 from tracegate.masking import MaskReport
-from tracegate.stores.adapter import Access
-from tracegate.stores.s3 import LIST_OPERATIONS, key_in_scope, prefix_overlaps
-
-S3_DEFAULT_MAX_KEYS = 1000
-
-
-@dataclass(frozen=True)
-class ApprovalNeed:
-    """A rule that applies to this request, and why in words an approver can read."""
-
-    rule: ApprovalRule
-    why: str
 
 
 def beyond_scope(access: Access, scope: ScopeConfig) -> bool:
-    """True when the access is outside the scope's prefixes but inside an approval rule's."""
-    if access.key is not None:
-        outside = not key_in_scope(access.key, scope.prefixes)
-        return outside and key_in_scope(access.key, scope.beyond_prefixes)
-    if access.prefix is not None:
-        outside = not prefix_overlaps(access.prefix, scope.prefixes)
-        return outside and key_in_scope(access.prefix, scope.beyond_prefixes)
-    return False
+    """True when the access is outside the scope's resources but inside an approval rule's
+    wider prefixes (the store answers both)."""
+    return access.outside(scope) is not None and access.within(scope.beyond_prefixes)
 
 
 def request_need(
@@ -63,8 +48,6 @@ def request_need(
 def response_need(
     candidates: Sequence[ApprovalNeed], report: MaskReport, body_bytes: int
 ) -> ApprovalNeed | None:
-    from tracegate.detectors import GROUPS
-
     fired = {
         rule_id.removeprefix("detect.") for rule_id in report.counts if rule_id[:7] == "detect."
     }
@@ -106,10 +89,8 @@ def _request_conditions(
             return None
         reasons.append(f"{'key' if access.key is not None else 'prefix'} {target!r}")
     if when.max_keys_over is not None:
-        if access.operation not in LIST_OPERATIONS:
-            return None
-        asked = _max_keys(query)
-        if asked <= when.max_keys_over:
+        asked = access.listing_size(query)
+        if asked is None or asked <= when.max_keys_over:
             return None
         reasons.append(f"listing of up to {asked} keys (> {when.max_keys_over})")
     if when.outside_hours is not None:
@@ -117,22 +98,12 @@ def _request_conditions(
             return None
         reasons.append(f"outside hours {when.outside_hours} UTC")
     if when.beyond_scope_prefixes:
-        if not beyond or not key_in_scope(target, when.beyond_scope_prefixes):
+        if not beyond or not access.within(when.beyond_scope_prefixes):
             return None
         reasons.append(f"{target!r} is outside the role's normal prefixes")
     elif beyond:
         return None  # only rules that name the wider prefixes may admit such a request
     return reasons
-
-
-def _max_keys(query: Sequence[tuple[str, str]]) -> int:
-    for name, value in query:
-        if name.lower() == "max-keys":
-            try:
-                return int(value)
-            except ValueError:
-                return S3_DEFAULT_MAX_KEYS
-    return S3_DEFAULT_MAX_KEYS
 
 
 def _within(window: str, now: datetime) -> bool:

@@ -20,7 +20,7 @@ from tracegate.config import GatewayConfig
 from tracegate.denial import Denial
 from tracegate.exchange import IncomingRequest
 from tracegate.gateway import Gateway
-from tracegate.policy import Grant
+from tracegate.grant import Grant
 
 
 @dataclass

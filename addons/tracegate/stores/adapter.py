@@ -1,7 +1,8 @@
 """What a store adapter does for the gateway, whatever the store speaks.
 
 One adapter per store kind (S3, DynamoDB, a JSON-over-HTTP store by route map) turns the
-client's request into an `Access` the policy can judge, builds the request the gateway sends
+client's request into an `Access` the policy can judge (the access answers whether it lies
+inside a scope, see `tracegate/access.py`), builds the request the gateway sends
 with its own credentials, finds the trace documents in the store's answer and masks them, and
 phrases refusals the way that store's clients understand. The `Gateway` does identity, policy
 and approval the same way for every kind.
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
+from tracegate.access import Access
 from tracegate.stores.sigv4 import SIGNING_HEADERS
 
 if TYPE_CHECKING:
@@ -24,25 +26,6 @@ if TYPE_CHECKING:
     from tracegate.exchange import ClientResponse, Exchange, IncomingRequest, UpstreamRequest
     from tracegate.masking import Masker
     from tracegate.stores.sigv4 import UpstreamSigner
-
-
-class Access(Protocol):
-    """What a request asks for, canonicalised: the input to policy and to the audit row.
-
-    `key` is one resource (an object key, a document id), `prefix` a listing's range; both
-    are None where the store has no such notion (DynamoDB names tables instead)."""
-
-    @property
-    def operation(self) -> str: ...
-
-    @property
-    def key(self) -> str | None: ...
-
-    @property
-    def prefix(self) -> str | None: ...
-
-    @property
-    def resource(self) -> str: ...
 
 
 class StoreAdapter(ABC):

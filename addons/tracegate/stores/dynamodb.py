@@ -13,13 +13,17 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracegate.denial import Denial, bad_request, forbidden
 from tracegate.fieldpaths import hidden
+from tracegate.resources import Outside
+
+if TYPE_CHECKING:
+    from tracegate.access import ScopeResources
 
 TARGET_PREFIX = "DynamoDB_20120810."
 DYNAMODB_READ_OPERATIONS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan"})
@@ -41,6 +45,20 @@ class DynamoAccess:
     @property
     def resource(self) -> str:
         return ",".join(f"dynamodb:table/{t}" for t in self.tables)
+
+    def outside(self, scope: ScopeResources) -> Outside | None:
+        """Every table read must be one the scope names (rows are scoped by `partition`)."""
+        others = [t for t in self.tables if t not in scope.tables]
+        if not others:
+            return None
+        what = f"table{'s' if len(others) > 1 else ''} {', '.join(others)}"
+        return Outside(what, f"allowed: {', '.join(scope.tables)}", plural=len(others) > 1)
+
+    def within(self, prefixes: Sequence[str]) -> bool:
+        return False  # tables have no prefixes to widen a scope into
+
+    def listing_size(self, query: Sequence[tuple[str, str]]) -> int | None:
+        return None  # page sizes are capped by max_limit, not held for approval
 
 
 def parse_request(method: str, path: str, target: str | None, body: bytes) -> DynamoAccess:

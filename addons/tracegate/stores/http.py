@@ -17,12 +17,16 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from tracegate.config import TEMPLATE_FIELD, RouteConfig
 from tracegate.denial import bad_request, forbidden
 from tracegate.masking.paths import CompiledPath, Path, compile_path
+from tracegate.resources import Outside, outside_prefixes, within_prefixes
+
+if TYPE_CHECKING:
+    from tracegate.access import ScopeResources
 
 _DOUBLE_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
 DEFAULT_PARAM = "[^/]+"
@@ -47,6 +51,15 @@ class HttpAccess:
     @property
     def params(self) -> dict[str, str]:
         return {**self.query, **self.path_params}
+
+    def outside(self, scope: ScopeResources) -> Outside | None:
+        return outside_prefixes(self.key, self.prefix, scope.prefixes)
+
+    def within(self, prefixes: Sequence[str]) -> bool:
+        return within_prefixes(self.key, self.prefix, prefixes)
+
+    def listing_size(self, query: Sequence[tuple[str, str]]) -> int | None:
+        return None  # page sizes are capped by max_limit (the route's page_size)
 
 
 class CompiledRoute:

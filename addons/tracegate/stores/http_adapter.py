@@ -26,9 +26,9 @@ from tracegate.exchange import (
     UpstreamRequest,
     json_error,
 )
+from tracegate.resources import key_in_scope
 from tracegate.stores import http
 from tracegate.stores.adapter import StoreAdapter
-from tracegate.stores.s3 import key_in_scope
 
 if TYPE_CHECKING:
     import httpx

@@ -13,11 +13,22 @@ import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from tracegate.denial import Denial, bad_request, forbidden
+from tracegate.resources import (
+    Outside,
+    key_in_scope,
+    outside_prefixes,
+    prefix_overlaps,
+    within_prefixes,
+)
+
+if TYPE_CHECKING:
+    from tracegate.access import ScopeResources
 
 S3_READ_OPERATIONS = frozenset(
     {"GetObject", "HeadObject", "ListObjectsV2", "ListObjects", "HeadBucket"}
@@ -25,6 +36,7 @@ S3_READ_OPERATIONS = frozenset(
 # Operations whose response body is a trace document that must be masked.
 OBJECT_OPERATIONS = frozenset({"GetObject", "HeadObject"})
 LIST_OPERATIONS = frozenset({"ListObjectsV2", "ListObjects"})
+DEFAULT_MAX_KEYS = 1000
 
 _PRESIGN_PARAMS = {"x-amz-signature", "x-amz-credential", "signature", "awsaccesskeyid"}
 _OBJECT_PARAMS = {"x-id"}
@@ -60,6 +72,24 @@ class Access:
         if self.prefix is not None:
             return f"s3://{self.bucket}/{self.prefix}*"
         return f"s3://{self.bucket}"
+
+    def outside(self, scope: ScopeResources) -> Outside | None:
+        return outside_prefixes(self.key, self.prefix, scope.prefixes)
+
+    def within(self, prefixes: Sequence[str]) -> bool:
+        return within_prefixes(self.key, self.prefix, prefixes)
+
+    def listing_size(self, query: Sequence[tuple[str, str]]) -> int | None:
+        """`max-keys` of a listing (S3 lists up to 1000 when it is absent or not a number)."""
+        if self.operation not in LIST_OPERATIONS:
+            return None
+        for name, value in query:
+            if name.lower() == "max-keys":
+                try:
+                    return int(value)
+                except ValueError:
+                    return DEFAULT_MAX_KEYS
+        return DEFAULT_MAX_KEYS
 
     def upstream_path(self) -> str:
         """The canonical, percent-encoded path sent to the store (and signed)."""
@@ -135,15 +165,6 @@ def error_body(denial: Denial, resource: str, request_id: str) -> bytes:
         f"<Resource>{escape(resource)}</Resource><RequestId>{escape(request_id)}</RequestId>"
         "</Error>"
     ).encode()
-
-
-def key_in_scope(key: str, prefixes: Iterable[str]) -> bool:
-    return any(key.startswith(p) for p in prefixes)
-
-
-def prefix_overlaps(prefix: str, prefixes: Iterable[str]) -> bool:
-    """A listing prefix is in scope when it is inside, or an ancestor of, an allowed prefix."""
-    return any(prefix.startswith(p) or p.startswith(prefix) for p in prefixes)
 
 
 @dataclass(frozen=True)
