@@ -3,6 +3,11 @@
 Every model forbids unknown keys, so a typo is an error at start-up rather than a silently
 ignored policy. `load_config` turns any problem into a `ConfigError` whose message is one line
 naming the file, the key path and what is wrong.
+
+This module composes the whole file: identity, limits, audit, approvals, roles and their
+scopes. Each store kind's `upstream` model lives beside its adapter (`stores/s3_config.py`,
+`stores/dynamodb_config.py`, `stores/http_config.py`) and says what that kind's scopes name;
+what they all share is in `configbase.py`.
 """
 
 from __future__ import annotations
@@ -15,45 +20,44 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from tracegate.configbase import (
+    ConfigError,
+    Strict,
+    check_jsonpath,
+    parse_size,
+)
 from tracegate.detectors.phones import DEFAULT_REGIONS as DEFAULT_PHONE_REGIONS
-from tracegate.stores.dynamodb import DYNAMODB_READ_OPERATIONS
-from tracegate.stores.s3 import S3_READ_OPERATIONS
+from tracegate.stores.credentials import CredentialsConfig
+from tracegate.stores.dynamodb_config import DynamoUpstreamConfig
+from tracegate.stores.http_config import HttpUpstreamConfig, RouteConfig
+from tracegate.stores.s3_config import S3UpstreamConfig
+
+# Names other modules (and operators' scripts) import from here; each lives beside its store.
+__all__ = [
+    "ConfigError",
+    "CredentialsConfig",
+    "DynamoUpstreamConfig",
+    "GatewayConfig",
+    "HttpUpstreamConfig",
+    "RouteConfig",
+    "S3UpstreamConfig",
+    "ScopeConfig",
+    "load_config",
+    "parse_size",
+]
 
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
 )
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
-
-
-class ConfigError(Exception):
-    """A configuration problem, already phrased as the one line an operator should read."""
-
-
-def parse_size(value: int | str) -> int:
-    """Accept 1048576, '1MiB', '16 MB', '512k'."""
-    if isinstance(value, int):
-        return value
-    match = _SIZE.match(str(value))
-    if not match:
-        raise ValueError(f"not a size: {value!r} (use bytes or e.g. '16MiB')")
-    number, unit = int(match.group(1)), (match.group(2) or "").upper()
-    base = 1024 if "I" in unit else 1000
-    return number * (base ** "BKMG".index(unit[0]) if unit else 1)
 
 
 MaskAction = Literal["drop", "redact", "hash", "partial"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ListenConfig(Strict):
@@ -153,272 +157,6 @@ class IdentityConfig(Strict):
         return (self.token_header.lower(), self.saml_header.lower())
 
 
-class CredentialsConfig(Strict):
-    """Where the gateway's own store credentials come from. Never the YAML itself."""
-
-    source: Literal["env", "file"] = "env"
-    access_key_id_env: str = "TRACEGATE_UPSTREAM_ACCESS_KEY_ID"
-    secret_access_key_env: str = "TRACEGATE_UPSTREAM_SECRET_ACCESS_KEY"
-    session_token_env: str = "TRACEGATE_UPSTREAM_SESSION_TOKEN"
-    # An AWS shared-credentials style INI file and the profile to read from it.
-    file: str | None = None
-    profile: str = "default"
-
-    @model_validator(mode="after")
-    def _file_needs_path(self) -> CredentialsConfig:
-        if self.source == "file" and not self.file:
-            raise ValueError("source 'file' needs 'file: PATH'")
-        return self
-
-
-class _Store(Strict):
-    """Where the store is; the gateway reaches it with its own credentials only."""
-
-    endpoint: str
-    verify_tls: bool = True
-
-    @field_validator("endpoint")
-    @classmethod
-    def _http_url(cls, endpoint: str) -> str:
-        if not re.match(r"^https?://[^/]+$", endpoint.rstrip("/")):
-            raise ValueError("must be http(s)://host[:port] with no path")
-        return endpoint.rstrip("/")
-
-
-class _SignedStore(_Store):
-    """What every AWS-signed store has: its region and the gateway's own keys."""
-
-    region: str = "us-east-1"
-    credentials: CredentialsConfig = CredentialsConfig()
-
-
-class UpstreamConfig(_SignedStore):
-    kind: Literal["s3"]
-    bucket: str
-
-    @property
-    def read_operations(self) -> frozenset[str]:
-        return S3_READ_OPERATIONS
-
-
-class DynamoUpstreamConfig(_SignedStore):
-    """A DynamoDB (or compatible) endpoint; requests are re-signed for service `dynamodb`."""
-
-    kind: Literal["dynamodb"]
-
-    @property
-    def read_operations(self) -> frozenset[str]:
-        return DYNAMODB_READ_OPERATIONS
-
-
-class SecretSource(Strict):
-    """A secret the gateway reads at start-up: an environment variable or a file's content."""
-
-    env: str | None = None
-    file: str | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SecretSource:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("set exactly one of env: NAME or file: PATH")
-        return self
-
-
-_GATEWAY_HEADERS = frozenset(
-    {"host", "accept", "accept-encoding", "content-type", "content-length", "connection"}
-)
-
-
-class HttpAuthConfig(Strict):
-    """How the gateway authenticates to an HTTP store: HTTP basic or one header it sets."""
-
-    scheme: Literal["basic", "header", "none"]
-    username: SecretSource | None = None  # basic
-    password: SecretSource | None = None  # basic
-    header: str = "Authorization"  # header: which header carries the secret
-    prefix: str = ""  # header: put before the secret, e.g. "Bearer "
-    value: SecretSource | None = None  # header
-
-    @model_validator(mode="after")
-    def _fits_scheme(self) -> HttpAuthConfig:
-        needed = {"basic": ("username", "password"), "header": ("value",), "none": ()}
-        for name in needed[self.scheme]:
-            if getattr(self, name) is None:
-                raise ValueError(f"scheme {self.scheme!r} needs {name}: {{env: NAME}}")
-        for name in ("username", "password", "value"):
-            if name not in needed[self.scheme] and getattr(self, name) is not None:
-                raise ValueError(f"{name} is not a setting for scheme {self.scheme!r}")
-        if not re.match(r"^[A-Za-z0-9-]+$", self.header):
-            raise ValueError(f"header {self.header!r} is not a header name")
-        if self.header.lower() in _GATEWAY_HEADERS:
-            raise ValueError(f"header {self.header!r} is set by the gateway itself")
-        return self
-
-
-_ROUTE_PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")  # {name} in resource templates
-
-
-class QueryParamRule(Strict):
-    """What a query parameter may hold; parameters a route does not list are refused."""
-
-    required: bool = False
-    values: list[str] = []  # the only values accepted (empty: any that fits `pattern`)
-    pattern: str | None = None  # a regular expression the whole value must match
-    max: int | None = Field(None, ge=0)  # an integer no larger than this
-    # The document field this parameter filters or sorts on (`$.userId`); `{field}` takes the
-    # pattern's group named `field` (`orderBy=timestamp.asc`). A role must be able to read it.
-    field: str | None = Field(None, pattern=r"^\$(\.([A-Za-z_][\w-]*|\{field\}))+$")
-
-    @field_validator("pattern")
-    @classmethod
-    def _regex(cls, pattern: str | None) -> str | None:
-        return _check_regex(pattern) if pattern is not None else None
-
-    @model_validator(mode="after")
-    def _field_group(self) -> QueryParamRule:
-        grouped = self.pattern is not None and "field" in re.compile(self.pattern).groupindex
-        if self.field and "{field}" in self.field and not grouped:
-            raise ValueError("field uses {field}: give a pattern with a group (?P<field>...)")
-        return self
-
-    def named_field(self, value: str) -> tuple[str, ...] | None:
-        """The document field a request names with this parameter's value, as a path."""
-        if self.field is None:
-            return None
-        path = self.field
-        if "{field}" in path:
-            assert self.pattern is not None
-            match = re.fullmatch(self.pattern, value)
-            path = path.replace("{field}", match.group("field") if match else value)
-        return tuple(path[2:].split("."))
-
-
-class RouteConfig(Strict):
-    """One read an HTTP store serves: how to recognise it and where its documents are."""
-
-    operation: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
-    method: Literal["GET", "POST"] = "GET"
-    path: str  # a template: literal segments and {name} segments, e.g. /{db}/_all_docs
-    params: dict[str, str] = {}  # {name}: a regular expression the decoded segment must match
-    query: dict[str, QueryParamRule] = {}
-    body: Literal["none", "json"] = "none"  # json: a JSON object whose keys are in body_keys
-    body_keys: list[str] = []
-    # Body keys whose value names document fields, Mango-style: a selector (field names as
-    # keys) or a sort (names). Each named field must be one the role may read.
-    selector_keys: list[str] = []
-    sort_keys: list[str] = []
-    # {parameter}: claim. The path or query parameter must equal one of the token's values
-    # of that claim; a missing query parameter is set to the claim's value when it has one.
-    claims: dict[str, str] = {}
-    # The resource policy checks against the scope's prefixes, from path (and required query)
-    # parameters. Without document_resource it names one resource; with it, a range.
-    resource: str
-    # Each document's own resource, from parameters and document fields ({doc.field}); every
-    # document whose resource is outside the scope is removed from the answer.
-    document_resource: str | None = None
-    documents: list[str] = Field(min_length=1)  # JSONPaths of the trace documents
-    # The rest of the answer is an allow-list: only these JSONPaths are served (detector-masked);
-    # any other envelope part is dropped (a store could carry another tenant's trace there).
-    metadata: list[str] = []
-    # Parts describing the store's whole result (totals, offsets, cursors naming its last row):
-    # served only when the scope cannot have filtered the result, else dropped.
-    whole_result: list[str] = []
-    page_size: str | None = None  # the query parameter (or JSON body key) capped by max_limit
-
-    @field_validator("documents", "metadata", "whole_result")
-    @classmethod
-    def _jsonpaths(cls, paths: list[str]) -> list[str]:
-        return [_check_jsonpath(p) for p in paths]
-
-    @field_validator("params")
-    @classmethod
-    def _regexes(cls, params: dict[str, str]) -> dict[str, str]:
-        for pattern in params.values():
-            _check_regex(pattern)
-        return params
-
-    @model_validator(mode="after")
-    def _consistent(self) -> RouteConfig:
-        if not self.path.startswith("/") or "?" in self.path or "//" in self.path:
-            raise ValueError(f"path {self.path!r} must be an absolute path without a query")
-        names = self.path_params
-        if len(set(names)) != len(names):
-            raise ValueError(f"path {self.path!r} names a parameter twice")
-        for segment in self.path.strip("/").split("/"):
-            if ("{" in segment or "}" in segment) and not _ROUTE_PARAM.match(segment):
-                raise ValueError(f"path segment {segment!r}: a parameter is a whole {{name}}")
-        for name in self.params:
-            if name not in names:
-                raise ValueError(f"params.{name}: not a parameter of path {self.path!r}")
-        overlap = set(names) & set(self.query)
-        if overlap:
-            raise ValueError(f"{sorted(overlap)[0]!r} is both a path and a query parameter")
-        for name in self.claims:
-            if name not in names and name not in self.query:
-                raise ValueError(f"claims.{name}: not a path or query parameter of this route")
-        fixed = set(names) | {n for n, rule in self.query.items() if rule.required}
-        for name in TEMPLATE_FIELD.findall(self.resource):
-            if name not in fixed:
-                raise ValueError(
-                    f"resource: {{{name}}} is not a path parameter or required query parameter"
-                )
-        for name in TEMPLATE_FIELD.findall(self.document_resource or ""):
-            if name not in fixed and not name.startswith("doc."):
-                raise ValueError(
-                    f"document_resource: {{{name}}} is neither a parameter nor a {{doc.field}}"
-                )
-        if self.body == "json" and self.method != "POST":
-            raise ValueError("body: json needs method: POST")
-        if self.method == "POST" and self.body != "json":
-            raise ValueError("method POST needs body: json (and body_keys)")
-        if self.body == "json" and not self.body_keys:
-            raise ValueError("body_keys: list the JSON body keys this route accepts")
-        if self.page_size is not None:
-            where = self.body_keys if self.body == "json" else list(self.query)
-            if self.page_size not in where:
-                raise ValueError(f"page_size: {self.page_size!r} is not a parameter it accepts")
-        return self
-
-    @property
-    def path_params(self) -> list[str]:
-        return [
-            m.group(1)
-            for segment in self.path.strip("/").split("/")
-            if (m := _ROUTE_PARAM.match(segment))
-        ]
-
-
-class HttpUpstreamConfig(_Store):
-    """Any store with a JSON HTTP API, described by a route map; unlisted routes are refused."""
-
-    kind: Literal["http"]
-    auth: HttpAuthConfig
-    # A GET the readiness check sends with the gateway's credentials (any non-error answer).
-    health_path: str = Field("/", pattern=r"^/")
-    max_request_body_bytes: int = 64 * 1024
-    # Keys of a store's JSON error object passed on to the client (strings, shortened).
-    error_keys: list[str] = ["error", "reason", "message", "code", "status"]
-    routes: list[RouteConfig] = Field(min_length=1)
-
-    @field_validator("max_request_body_bytes", mode="before")
-    @classmethod
-    def _size(cls, value: int | str) -> int:
-        return parse_size(value)
-
-    @model_validator(mode="after")
-    def _unique_operations(self) -> HttpUpstreamConfig:
-        ops = [r.operation for r in self.routes]
-        dupes = sorted({o for o in ops if ops.count(o) > 1})
-        if dupes:
-            raise ValueError(f"routes: operation {dupes[0]!r} is named by two routes")
-        return self
-
-    @property
-    def read_operations(self) -> frozenset[str]:
-        return frozenset(r.operation for r in self.routes)
-
-
 class LimitsConfig(Strict):
     max_body_bytes: int = 16 * 1024 * 1024
     # Masking one answer may take at most this long; past it the answer is refused (503).
@@ -472,7 +210,7 @@ class MaskRule(Strict):
     @field_validator("path")
     @classmethod
     def _jsonpath(cls, path: str) -> str:
-        return _check_jsonpath(path)
+        return check_jsonpath(path)
 
 
 DETECTOR_GROUPS = ("secrets", "pii")
@@ -553,7 +291,7 @@ class FieldPolicy(Strict):
             if not allow:
                 raise ValueError("an empty allow-list would return nothing; list paths or 'all'")
             for path in allow:
-                _check_jsonpath(path)
+                check_jsonpath(path)
         return allow
 
 
@@ -738,7 +476,7 @@ class GatewayConfig(Strict):
     listen: ListenConfig = ListenConfig()
     identity: IdentityConfig
     upstream: Annotated[
-        UpstreamConfig | DynamoUpstreamConfig | HttpUpstreamConfig, Field(discriminator="kind")
+        S3UpstreamConfig | DynamoUpstreamConfig | HttpUpstreamConfig, Field(discriminator="kind")
     ]
     limits: LimitsConfig = LimitsConfig()
     masking: MaskingConfig = MaskingConfig()
@@ -774,15 +512,18 @@ class GatewayConfig(Strict):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+# The scope settings that name resources; each store kind says which of them its scopes use.
+SCOPE_RESOURCE_SETTINGS = ("prefixes", "tables", "partition", "max_limit")
+
+
 def _check_scope_for_store(
-    upstream: UpstreamConfig | DynamoUpstreamConfig | HttpUpstreamConfig,
+    upstream: S3UpstreamConfig | DynamoUpstreamConfig | HttpUpstreamConfig,
     where: str,
     scope: ScopeConfig,
 ) -> None:
-    """Scopes name what their store has: prefixes for S3, tables for DynamoDB, routes' resource
-    prefixes for an HTTP store."""
-    kind, known = upstream.kind, upstream.read_operations
-    what = "route of this http store" if kind == "http" else f"read the {kind} store serves"
+    """Scopes name what their store has (each store config says what: prefixes for S3,
+    tables for DynamoDB, routes' resource prefixes for an HTTP store)."""
+    kind, known, what = upstream.kind, upstream.read_operations, upstream.operation_words
     wrong = [op for op in scope.operations if op not in known]
     if wrong:
         raise ValueError(
@@ -796,21 +537,21 @@ def _check_scope_for_store(
             raise ValueError(
                 f"{where}.approvals[{i}].when.operations: {', '.join(wrong)} is not a {what}"
             )
-        if kind != "s3" and rule.when.max_keys_over is not None:
+        if not upstream.listing_approvals and rule.when.max_keys_over is not None:
             raise ValueError(
                 f"{where}.approvals[{i}].when.max_keys_over: only for S3 listings "
                 "(cap page sizes with max_limit)"
             )
-    if kind == "dynamodb":
-        if not scope.tables:
-            raise ValueError(f"{where}.tables: list the tables this scope may read")
-        extra = ["prefixes"] if scope.prefixes else []
-    else:
-        if not scope.prefixes:
-            what = "key prefixes" if kind == "s3" else "resource prefixes (see upstream.routes)"
-            raise ValueError(f"{where}.prefixes: list the {what} this scope may read")
-        unsupported = ("tables", "partition", "max_limit") if kind == "s3" else ("tables",)
-        extra = [n for n in unsupported if getattr(scope, n)]
+    resource = upstream.scope_resource
+    if not getattr(scope, resource):
+        raise ValueError(
+            f"{where}.{resource}: list the {upstream.scope_resource_words} this scope may read"
+        )
+    extra = [
+        name
+        for name in SCOPE_RESOURCE_SETTINGS
+        if name != resource and name not in upstream.scope_settings and getattr(scope, name)
+    ]
     if extra:
         raise ValueError(f"{where}.{extra[0]}: not a setting for a {kind} store")
 
@@ -820,27 +561,6 @@ def _check_prefixes(prefixes: list[str]) -> list[str]:
         if prefix.startswith("/") or ".." in prefix.split("/") or "//" in prefix:
             raise ValueError(f"prefix {prefix!r} must be a plain key prefix like 'traces/a/'")
     return prefixes
-
-
-def _check_regex(pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
-    return pattern
-
-
-def _check_jsonpath(path: str) -> str:
-    from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
-    from jsonpath_ng.ext import parse
-
-    if not path.startswith("$"):
-        raise ValueError(f"JSONPath {path!r} must start with '$'")
-    try:
-        parse(path)
-    except (JsonPathLexerError, JsonPathParserError, Exception) as exc:
-        raise ValueError(f"invalid JSONPath {path!r}: {exc}") from None
-    return path
 
 
 # Tagged unions put the tag into error locations; the operator never wrote it as a key.

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
 from tracegate.access import Access
-from tracegate.stores.sigv4 import SIGNING_HEADERS
+from tracegate.stores.credentials import SignedStoreConfig, load_credentials
+from tracegate.stores.sigv4 import SIGNING_HEADERS, UpstreamSigner
 
 if TYPE_CHECKING:
     import httpx
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from tracegate.denial import Denial
     from tracegate.exchange import ClientResponse, Exchange, IncomingRequest, UpstreamRequest
     from tracegate.masking import Masker
-    from tracegate.stores.sigv4 import UpstreamSigner
 
 
 class StoreAdapter(ABC):
@@ -86,11 +86,7 @@ class SignedStoreAdapter(StoreAdapter):
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> SignedStoreAdapter:
-        from tracegate.config import HttpUpstreamConfig
-        from tracegate.stores.credentials import load_credentials
-        from tracegate.stores.sigv4 import UpstreamSigner
-
         upstream = config.upstream
-        assert not isinstance(upstream, HttpUpstreamConfig)
+        assert isinstance(upstream, SignedStoreConfig)
         credentials = load_credentials(upstream.credentials)
         return cls(config, UpstreamSigner(credentials, upstream.region, cls.kind))

@@ -1,14 +1,42 @@
-"""The gateway's own store credentials: from the environment or a file, never from the YAML."""
+"""The gateway's own AWS credentials: where they come from (env or a file, never the YAML),
+and the config every SigV4-signed store kind shares."""
 
 from __future__ import annotations
 
 import configparser
 import os
 from pathlib import Path
+from typing import Literal
 
 from botocore.credentials import Credentials
+from pydantic import model_validator
 
-from tracegate.config import ConfigError, CredentialsConfig
+from tracegate.configbase import ConfigError, StoreEndpoint, Strict
+
+
+class CredentialsConfig(Strict):
+    """Where the gateway's own store credentials come from. Never the YAML itself."""
+
+    source: Literal["env", "file"] = "env"
+    access_key_id_env: str = "TRACEGATE_UPSTREAM_ACCESS_KEY_ID"
+    secret_access_key_env: str = "TRACEGATE_UPSTREAM_SECRET_ACCESS_KEY"
+    session_token_env: str = "TRACEGATE_UPSTREAM_SESSION_TOKEN"
+    # An AWS shared-credentials style INI file and the profile to read from it.
+    file: str | None = None
+    profile: str = "default"
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> CredentialsConfig:
+        if self.source == "file" and not self.file:
+            raise ValueError("source 'file' needs 'file: PATH'")
+        return self
+
+
+class SignedStoreConfig(StoreEndpoint):
+    """What every AWS-signed store has: its region and the gateway's own keys."""
+
+    region: str = "us-east-1"
+    credentials: CredentialsConfig = CredentialsConfig()
 
 
 def load_credentials(source: CredentialsConfig) -> Credentials:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from tracegate.config import DynamoUpstreamConfig
 from tracegate.denial import Denial, gateway_failure
 from tracegate.exchange import ClientResponse, Exchange, IncomingRequest, UpstreamRequest
 from tracegate.stores import dynamodb
 from tracegate.stores.adapter import SignedStoreAdapter
+from tracegate.stores.dynamodb_config import DynamoUpstreamConfig
 
 if TYPE_CHECKING:
     import httpx

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-from tracegate.config import TEMPLATE_FIELD, RouteConfig
 from tracegate.denial import bad_request, forbidden
 from tracegate.masking.paths import CompiledPath, Path, compile_path
 from tracegate.resources import Outside, outside_prefixes, within_prefixes
+from tracegate.stores.http_config import TEMPLATE_FIELD, RouteConfig
 
 if TYPE_CHECKING:
     from tracegate.access import ScopeResources

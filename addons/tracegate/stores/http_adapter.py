@@ -12,11 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from tracegate import fieldpaths
-from tracegate.config import (
-    ConfigError,
-    HttpUpstreamConfig,
-    SecretSource,
-)
+from tracegate.configbase import ConfigError
 from tracegate.denial import Denial, forbidden, gateway_failure
 from tracegate.exchange import (
     JSON,
@@ -29,6 +25,7 @@ from tracegate.exchange import (
 from tracegate.resources import key_in_scope
 from tracegate.stores import http
 from tracegate.stores.adapter import StoreAdapter
+from tracegate.stores.http_config import HttpUpstreamConfig, SecretSource
 
 if TYPE_CHECKING:
     import httpx

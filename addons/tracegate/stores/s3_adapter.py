@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
-from tracegate.config import UpstreamConfig
 from tracegate.content import document_kind
 from tracegate.denial import Denial, gateway_failure
 from tracegate.exchange import JSON, ClientResponse, Exchange, IncomingRequest, UpstreamRequest
@@ -16,6 +15,7 @@ from tracegate.exchange import json_error as json_error_body
 from tracegate.masking import BodyError
 from tracegate.stores import s3
 from tracegate.stores.adapter import SignedStoreAdapter
+from tracegate.stores.s3_config import S3UpstreamConfig
 
 if TYPE_CHECKING:
     import httpx
@@ -41,7 +41,7 @@ class S3Store(SignedStoreAdapter):
 
     def __init__(self, config: GatewayConfig, signer: UpstreamSigner) -> None:
         super().__init__(config, signer)
-        assert isinstance(config.upstream, UpstreamConfig)
+        assert isinstance(config.upstream, S3UpstreamConfig)
         self.upstream = config.upstream
 
     def parse(self, request: IncomingRequest) -> s3.Access:
