@@ -186,3 +186,56 @@ def test_other_expressions_go_through_jsonpath_ng(path):
     from tracegate.masking.paths import JsonPathExpression, compile_path
 
     assert isinstance(compile_path(path), JsonPathExpression)
+
+
+# -- masked bodies remembered ------------------------------------------------------------
+
+
+def test_a_body_read_again_is_served_from_memory_with_the_same_report(monkeypatch):
+    m = masker()
+    body = json.dumps(agent_trace("tr-1", "team-a")).encode()
+    first_report, second_report = MaskReport(), MaskReport()
+    first = m.mask_body(body, "json", first_report)
+
+    def no_masking(*args, **kwargs):
+        raise AssertionError("masked again")
+
+    monkeypatch.setattr(m._text, "mask", no_masking)
+    second = m.mask_body(body, "json", second_report)
+    assert second == first and PLANTED_EMAIL.encode() not in second
+    assert second_report.to_dict() == first_report.to_dict() and first_report.counts
+    with pytest.raises(AssertionError, match="masked again"):  # another body is masked anew
+        m.mask_body(body.replace(b"}", b' , "x": 1}', 1), "json", MaskReport())
+
+
+def test_remembered_bodies_belong_to_one_masker():
+    body = json.dumps(agent_trace("tr-1", "team-a")).encode()
+    plain, narrow = masker(), masker(allow=["$.trace_id"])
+    assert plain.mask_body(body, "json", MaskReport()) != narrow.mask_body(
+        body, "json", MaskReport()
+    )
+
+
+def test_a_remembered_report_is_added_to_what_the_report_already_holds():
+    m = masker()
+    body = json.dumps(agent_trace("tr-1", "team-a")).encode()
+    alone = MaskReport()
+    m.mask_body(body, "json", alone)
+    report = MaskReport()
+    report.add("earlier", "redact", ("x",))
+    report.documents = 1
+    m.mask_body(body, "json", report)
+    assert report.counts["earlier"] == 1 and report.documents == alone.documents + 1
+    assert all(report.counts[rule] == n for rule, n in alone.counts.items())
+
+
+def test_the_memo_is_bounded_and_skips_large_bodies():
+    from tracegate.masking.memo import MAX_BODY, MaskedBodies
+
+    memo = MaskedBodies(max_bytes=10_000, max_entries=2)
+    assert MaskedBodies.key(b"x" * (MAX_BODY + 1), "json", None) is None
+    keys = [MaskedBodies.key(str(i).encode(), "json", None) for i in range(3)]
+    for key in keys:
+        memo.put(key, b"masked", MaskReport())
+    assert memo.get(keys[0], MaskReport()) is None  # full at two: it started over
+    assert memo.get(keys[2], MaskReport()) == b"masked"

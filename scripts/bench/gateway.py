@@ -8,13 +8,15 @@ same request, with the same client (httpx, keep-alive, N concurrent workers):
 
 S3: one small trace and one realistic ~10 KB export (OTLP chat spans repeating their history,
 JSON tool results, digit-heavy strings: `tests.corpus.realistic_export`) from moto, each its
-own table; direct and plain-mitmdump requests carry a SigV4 signature made once up front (the
-store does not refuse a repeated signature). Every GET reads the same object, so tracegate's
-cache of findings per string (bounded, across bodies) answers most of its strings: this measures
-repeated reads; `scripts/bench/masking.py` measures masking of new data. Langfuse: a page of
-20 traces with their observations from the Langfuse-shaped server in its own process; direct and
-plain-mitmdump requests carry the project's key pair. tracegate requests carry a bearer token
-and the gateway signs or injects its own credentials (and filters the page to one tenant).
+own table, every GET reading the same object: repeated reads, which tracegate answers from its
+memo of masked bodies. A third table reads a different realistic export on every GET of every
+round (generated with another seed each, seeded up front), so nothing is remembered but what
+traces share (a system prompt, tool definitions); `scripts/bench/masking.py` measures masking
+of new data in process. Direct and plain-mitmdump requests carry a SigV4 signature.
+Langfuse: a page of 20 traces with their observations from the Langfuse-shaped server in its
+own process; direct and plain-mitmdump requests carry the project's key pair. tracegate
+requests carry a bearer token and the gateway signs or injects its own credentials (and filters
+the page to one tenant).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from tracegate.demo.traces import sample_objects  # noqa: E402
 
 KEY = "traces/team-a/tr-a001.json"
 REALISTIC_KEY = "traces/team-a/export-10k.json"
+DISTINCT_PREFIX = "traces/team-a/distinct/"
+WARM_UP = 50
 LANGFUSE_PAGE = "/api/public/traces?limit=20&page=1"
 BIN = Path(sys.executable).parent
 LISTENING = re.compile(r"listening at [\d.]+:(\d+)")
@@ -99,25 +103,29 @@ def stop(process: subprocess.Popen) -> None:
 
 
 async def load(
-    url: str, headers: dict[str, str], total: int, concurrency: int, pid: int | None
+    requests: list[tuple[str, dict[str, str]]], total: int, concurrency: int, pid: int | None
 ) -> dict:
+    """`total` GETs after WARM_UP ones; GET number n asks for `requests[n]` (cycled), so a list
+    as long as the run reads a different object each time."""
     latencies: list[float] = []
     errors = 0
     queue: asyncio.Queue[int] = asyncio.Queue()
     for n in range(total):
-        queue.put_nowait(n)
+        queue.put_nowait(WARM_UP + n)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        for _ in range(min(50, total)):  # warm up connections and caches
+        for n in range(min(WARM_UP, total)):  # warm up connections and caches
+            url, headers = requests[n % len(requests)]
             await client.get(url, headers=headers)
 
         async def worker() -> None:
             nonlocal errors
             while True:
                 try:
-                    queue.get_nowait()
+                    n = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
+                url, headers = requests[n % len(requests)]
                 started = time.perf_counter()
                 response = await client.get(url, headers=headers)
                 latencies.append(time.perf_counter() - started)
@@ -195,7 +203,8 @@ def main() -> int:
             processes.append(server)
             path, template = LANGFUSE_PAGE, LANGFUSE_EXAMPLE
             pair = base64.b64encode(f"{store.public_key}:{store.secret_key}".encode()).decode()
-            store_headers = {"authorization": f"Basic {pair}"}
+            basic = {"authorization": f"Basic {pair}"}
+            store_headers = lambda url: basic  # noqa: E731 (the same for every URL)
             what = "a page of 14 Langfuse traces (tracegate serves the 7 of one tenant, masked)"
         else:
             store = LocalS3()
@@ -203,7 +212,20 @@ def main() -> int:
             objects = sample_objects()
             export = {"resourceSpans": [{"scopeSpans": [{"spans": realistic_export(9_000)}]}]}
             objects[REALISTIC_KEY] = (json.dumps(export).encode(), "application/json")
+            # A different export for every GET of every round: nothing to remember.
+            distinct = [
+                [
+                    f"/traces/{DISTINCT_PREFIX}{r}-{n}.json"
+                    for n in range(args.requests + WARM_UP)
+                ]
+                for r in range(args.rounds)
+            ]
+            for n, p in enumerate(p for paths in distinct for p in paths):
+                spans = realistic_export(9_000, seed=1000 + n)
+                body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]})
+                objects[p.removeprefix("/traces/")] = (body.encode(), "application/json")
             store.seed(objects)
+            store_headers = lambda url: signed_headers(store, url)  # noqa: E731
             path, template = f"/traces/{KEY}", None
             what = "one masked trace"
         issuer.serve()
@@ -228,14 +250,14 @@ def main() -> int:
         )
         processes.append(gated)
         token = issuer.token("bench", ["support-engineers"], tenant="acme")
-        benches = [(path, what)]
+        benches = [([[path]], what)]
         if args.store == "s3":
-            benches.append((f"/traces/{REALISTIC_KEY}", "a realistic ~10 KB trace export"))
-        for path, what in benches:
-            if args.store == "s3":
-                store_headers = signed_headers(store, f"{store.endpoint}{path}")
-            ports = (plain_port, gated_port, plain.pid, gated.pid)
-            run_bench(args, store, path, what, store_headers, token, ports)
+            realistic = "a realistic ~10 KB trace export"
+            benches.append(([[f"/traces/{REALISTIC_KEY}"]], f"{realistic}, the same object"))
+            benches.append((distinct, f"{realistic}, a different object each GET"))
+        ports = (plain_port, gated_port, plain.pid, gated.pid)
+        for paths, what in benches:
+            run_bench(args, store, paths, what, store_headers, token, ports)
         cached, uncached = token_throughput(issuer)
         print(
             f"\ntoken validations/s in one process: {cached:,.0f} with the cache, "
@@ -250,31 +272,35 @@ def main() -> int:
             store.stop()
 
 
-def run_bench(args, store, path: str, what: str, store_headers, token: str, ports) -> None:
-    """One table: the same GET direct, through plain mitmdump and through tracegate."""
+def run_bench(
+    args, store, paths: list[list[str]], what: str, store_headers, token: str, ports
+) -> None:
+    """One table: the same GETs direct, through plain mitmdump and through tracegate.
+    `paths[r]` are the objects of round r (one path: every GET reads the same object)."""
     plain_port, gated_port, plain_pid, gated_pid = ports
-    targets = [
-        ("direct to the store", f"{store.endpoint}{path}", store_headers, None),
-        ("plain mitmdump", f"http://127.0.0.1:{plain_port}{path}", store_headers, plain_pid),
-        (
-            "tracegate (mitmdump -s)",
-            f"http://127.0.0.1:{gated_port}{path}",
-            {"authorization": f"Bearer {token}"},
-            gated_pid,
-        ),
-    ]
-    rounds: dict[str, list[dict]] = {name: [] for name, *_ in targets}
-    for _ in range(args.rounds):  # interleaved, so drift on a shared machine hits all alike
-        for name, url, headers, pid in targets:
-            rounds[name].append(
-                asyncio.run(load(url, headers, args.requests, args.concurrency, pid))
+    bearer = {"authorization": f"Bearer {token}"}
+    rounds: dict[str, list[dict]] = {}
+    for r in range(args.rounds):  # interleaved, so drift on a shared machine hits all alike
+        chosen = paths[r % len(paths)]
+        targets = [
+            ("direct to the store", store.endpoint, store_headers, None),
+            ("plain mitmdump", f"http://127.0.0.1:{plain_port}", store_headers, plain_pid),
+            ("tracegate (mitmdump -s)", f"http://127.0.0.1:{gated_port}", None, gated_pid),
+        ]
+        for name, origin, headers_for, pid in targets:
+            requests = [
+                (origin + p, bearer if headers_for is None else headers_for(store.endpoint + p))
+                for p in chosen
+            ]
+            rounds.setdefault(name, []).append(
+                asyncio.run(load(requests, args.requests, args.concurrency, pid))
             )
     results = {
         name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         for name, runs in rounds.items()
     }
     baseline = results["plain mitmdump"]["rps"]
-    size = len(httpx.get(targets[2][1], headers=targets[2][2]).content)
+    size = len(httpx.get(f"http://127.0.0.1:{gated_port}{paths[0][0]}", headers=bearer).content)
     print(
         f"\nmedian of {args.rounds} interleaved rounds of {args.requests} GETs of {what} "
         f"({size} bytes served by tracegate), "

@@ -59,8 +59,10 @@ def fresh(m: Masker) -> Masker:
     """Forget what earlier runs found: each timed run reads the body as new data (the cache
     across bodies would otherwise answer every string of a repeated body)."""
     from tracegate.detectors.scanner import FindingsCache
+    from tracegate.masking.memo import MaskedBodies
 
     m._text.scanner.cache = FindingsCache()
+    m._bodies = MaskedBodies()
     return m
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from tracegate.config import MaskRule, ScopeConfig
 from tracegate.detectors import for_scope
+from tracegate.masking.memo import MaskedBodies
 from tracegate.masking.paths import CompiledPath, Path, compile_path
 from tracegate.masking.report import MaskReport
 from tracegate.masking.text import DocumentTooDeep, TextMasker
@@ -52,6 +53,7 @@ class Masker:
     def __init__(self, scope: ScopeConfig, hash_key: bytes | None) -> None:
         self.scope = scope
         self._hash_key = hash_key
+        self._bodies = MaskedBodies()
         self._allow = (
             None if scope.fields.allow == "all" else [compile_path(p) for p in scope.fields.allow]
         )
@@ -185,10 +187,21 @@ class Masker:
         """The masked body; `indent` pretty-prints JSON (for people reading `tracegate mask`)."""
         if kind not in ("json", "jsonl"):
             raise BodyError(f"cannot mask content of kind {kind!r}")
+        key = self._bodies.key(body, kind, indent)
+        if key is not None:
+            masked = self._bodies.get(key, report)
+            if masked is not None:
+                return masked
+        own = MaskReport()
         with _gc_paused():  # parsing, masking and serialising all allocate the whole graph
             if kind == "json":
-                return self.mask_json(body, report, indent)
-            return self.mask_jsonl(body, report)
+                masked = self.mask_json(body, own, indent)
+            else:
+                masked = self.mask_jsonl(body, own)
+        if key is not None:
+            self._bodies.put(key, masked, own)
+        report.merge(own)
+        return masked
 
 
 def _get(document: Any, path: Path) -> Any:

@@ -31,6 +31,16 @@ class MaskReport:
         if len(sample) < MAX_PATHS_PER_RULE:
             sample.append(_render(path))
 
+    def merge(self, other: MaskReport) -> None:
+        """Add what another report holds (the masking of one part of the same answer)."""
+        self.counts.update(other.counts)
+        self.actions.update(other.actions)
+        for rule, paths in other.paths.items():
+            sample = self.paths.setdefault(rule, [])
+            sample.extend(paths[: max(0, MAX_PATHS_PER_RULE - len(sample))])
+        self.documents += other.documents
+        self.listing_removed += other.listing_removed
+
     def to_dict(self) -> dict[str, Any]:
         rules = {
             rule: {"action": self.actions[rule], "count": n, "paths": self.paths.get(rule, [])}
