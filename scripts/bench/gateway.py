@@ -214,10 +214,7 @@ def main() -> int:
             objects[REALISTIC_KEY] = (json.dumps(export).encode(), "application/json")
             # A different export for every GET of every round: nothing to remember.
             distinct = [
-                [
-                    f"/traces/{DISTINCT_PREFIX}{r}-{n}.json"
-                    for n in range(args.requests + WARM_UP)
-                ]
+                [f"/traces/{DISTINCT_PREFIX}{r}-{n}.json" for n in range(args.requests + WARM_UP)]
                 for r in range(args.rounds)
             ]
             for n, p in enumerate(p for paths in distinct for p in paths):
