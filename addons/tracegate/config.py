@@ -142,6 +142,35 @@ class SamlProviderConfig(Strict):
         return self
 
 
+class StsConfig(Strict):
+    """tracegate as an STS endpoint (AssumeRoleWithWebIdentity) on its own origin, and the
+    SigV4 check of every S3 request signed with the credentials it mints."""
+
+    enabled: bool = False
+    # AES-GCM keys sealing the session tokens, `KEY_ID:BASE64[,KEY_ID:BASE64]` (32 bytes each;
+    # the first seals new credentials): from this environment variable or a file, never here.
+    keys_env: str = "TRACEGATE_STS_KEYS"
+    keys_file: str | None = None
+    # The host[:port] clients sign for: mitmproxy rewrites Host before any addon sees it.
+    public_host: str | None = None
+    region: str = "us-east-1"
+    account_id: str = Field("000000000000", pattern=r"^\d{12}$")
+    # RoleArn -> tracegate role; roles not listed answer to arn:aws:iam::<account>:role/<role>.
+    role_arns: dict[str, str] = {}
+    max_duration_seconds: int = Field(3600, ge=900, le=43200)
+    # Credentials may outlive the web identity token's own expiry only when this says so.
+    beyond_token_expiry: bool = False
+
+    @model_validator(mode="after")
+    def _host_when_enabled(self) -> StsConfig:
+        if self.enabled and not self.public_host:
+            raise ValueError("public_host: give the host[:port] S3 clients use for the gateway")
+        return self
+
+    def arn_of(self, role: str) -> str:
+        return self.role_arns.get(role) or f"arn:aws:iam::{self.account_id}:role/{role}"
+
+
 class IdentityConfig(Strict):
     token_header: str = "X-Tracegate-Token"
     saml_header: str = "X-Tracegate-SAML"
@@ -150,6 +179,7 @@ class IdentityConfig(Strict):
     saml: list[SamlProviderConfig] = []
     # Lifetime of tokens issued by the SAML exchange endpoint (never past the assertion's).
     exchange_token_seconds: int = Field(900, ge=60, le=43200)
+    sts: StsConfig = StsConfig()
 
     @property
     def credential_headers(self) -> tuple[str, ...]:
@@ -486,6 +516,16 @@ class GatewayConfig(Strict):
     approvals: ApprovalsConfig = ApprovalsConfig()
     purposes: dict[str, PurposeConfig] = Field(min_length=1)
     roles: dict[str, RoleConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _sts_for_s3(self) -> GatewayConfig:
+        sts = self.identity.sts
+        if sts.enabled and self.upstream.kind != "s3":
+            raise ValueError("identity.sts.enabled: STS credentials are for S3 stores only")
+        for role in sts.role_arns:
+            if role not in self.roles:
+                raise ValueError(f"identity.sts.role_arns.{role}: not a role under roles")
+        return self
 
     @model_validator(mode="after")
     def _purposes_exist(self) -> GatewayConfig:

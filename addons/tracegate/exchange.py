@@ -38,15 +38,26 @@ class IncomingRequest:
     client: str = ""
     connection_id: str = ""  # one client connection: the audit's session
     body: bytes = b""  # only stores with request bodies (DynamoDB) look at it
+    raw_query: str = ""  # as sent, for SigV4 (a `+` there is a plus, not a space)
+    # Every header value in order, lower-case names (a signature covers repeated ones too).
+    all_headers: tuple[tuple[str, str], ...] = ()
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
+
+    def header_lists(self) -> dict[str, list[str]]:
+        lists: dict[str, list[str]] = {}
+        for name, value in self.all_headers or tuple(self.headers.items()):
+            lists.setdefault(name, []).append(value)
+        return lists
 
     @property
     def from_aws_sdk(self) -> bool:
         """AWS SDKs parse XML errors; everyone else gets JSON."""
         auth = self.headers.get("authorization", "")
-        return auth.startswith("AWS4-HMAC-SHA256") or "x-amz-date" in self.headers
+        if auth.startswith("AWS4-HMAC-SHA256") or "x-amz-date" in self.headers:
+            return True
+        return any(name == "X-Amz-Algorithm" for name, _ in self.query)  # a SigV4 presigned URL
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,9 @@ class Exchange:
     denial_code: str | None = None
     denial_category: str = ""
     upstream_seconds: float | None = None
+    # An answer the gateway makes itself (an STS call): nothing is forwarded.
+    local_answer: ClientResponse | None = None
+    sts_call: bool = False
     masking_seconds: float | None = None
     # Approval: the rule holding the request, rules left for the response, and the outcome.
     approval_need: ApprovalNeed | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 
 from tracegate.approvals.rules import request_need
 from tracegate.config import ConfigError, GatewayConfig
@@ -29,14 +30,18 @@ from tracegate.exchange import (
     IncomingRequest,
     UpstreamRequest,
 )
+from tracegate.identity import sigv4
 from tracegate.identity.oidc import TokenValidator, bearer_token
 from tracegate.identity.saml import SamlValidator
+from tracegate.identity.session_credentials import CredentialSealer
 from tracegate.masking import Masker
 from tracegate.policy import decide, outside_scope, roles_of
 from tracegate.stores.adapter import StoreAdapter
 from tracegate.stores.dynamodb_adapter import DynamoStore
 from tracegate.stores.http_adapter import HttpStore
 from tracegate.stores.s3_adapter import S3Store
+from tracegate.sts import SIGV2_FIX, StsService, load_sealer, unsigned_query
+from tracegate.sts import error_body as sts_error_body
 
 __all__ = [
     "PURPOSE_HEADER",
@@ -65,11 +70,17 @@ class Gateway:
         store: StoreAdapter,
         hash_key: bytes | None,
         validator: TokenValidator | None = None,
+        sealer: CredentialSealer | None = None,
     ) -> None:
         self.config = config
         self.version = config.version_hash()
         self.store = store
         self.validator = validator or TokenValidator(config.identity)
+        self.sts = (
+            StsService(config, self.validator, sealer)
+            if config.identity.sts.enabled and sealer is not None
+            else None
+        )
         self.saml = (
             SamlValidator(config.identity, replay_path=config.audit.path)
             if config.identity.saml
@@ -96,7 +107,8 @@ class Gateway:
             raise ConfigError(
                 f"masking.hash_key_env: environment variable {env} is not set (hash masks need it)"
             )
-        return cls(config, store, hash_key)
+        sealer = load_sealer(config) if config.identity.sts.enabled else None
+        return cls(config, store, hash_key, sealer=sealer)
 
     def new_exchange(self, flow_id: str, request: IncomingRequest) -> Exchange:
         return Exchange(flow_id=flow_id, request=request, policy_version=self.version)
@@ -112,8 +124,25 @@ class Gateway:
             raise bad_request("absolute-form request targets are not accepted")
         if self.config.listen.require_tls and not request.tls:
             raise bad_request("plaintext HTTP is not accepted on this listener; use HTTPS")
+        if self.sts is not None and StsService.is_call(request):
+            await self._assume_role(exchange)
+            return
+        role, purpose = request.header(ROLE_HEADER), request.header(PURPOSE_HEADER)
         saml = request.header(self.config.identity.saml_header)
-        if saml and self.saml is not None:
+        via = ""
+        # A token header wins: SDKs hooked to send one sign with keys tracegate ignores.
+        signed = self.sts is not None and not request.header(self.config.identity.token_header)
+        if signed and sigv4.sigv2_attempt(dict(request.headers), request.query):
+            raise Denial(400, "InvalidRequest", SIGV2_FIX)
+        if signed and sigv4.is_sigv4(dict(request.headers), request.query):
+            assert self.sts is not None
+            credentials = self.sts.authenticate(request)
+            exchange.principal = credentials.principal()
+            exchange.token_digest = hashlib.sha256(credentials.access_key_id.encode()).hexdigest()
+            role, purpose = credentials.role, credentials.purpose  # fixed when they were minted
+            request = replace(request, query=unsigned_query(request.query))
+            via = f"; identity: sts credentials {credentials.access_key_id}"
+        elif saml and self.saml is not None:
             exchange.principal = self.saml.validate(saml)
         else:
             token = bearer_token(dict(request.headers), self.config.identity.token_header)
@@ -125,8 +154,8 @@ class Gateway:
             exchange.principal,
             self.config,
             exchange.access,
-            purpose=request.header(PURPOSE_HEADER),
-            role=request.header(ROLE_HEADER),
+            purpose=purpose,
+            role=role,
             roles=exchange.roles,
         )
         exchange.grant = decision.grant
@@ -137,10 +166,24 @@ class Gateway:
                 raise outside_scope(exchange.access, scope, decision.grant.role)
             exchange.grant = decision.grant.widened()
         exchange.approval_need, exchange.response_rules = need, later
-        exchange.decision, exchange.reason = "allow", decision.reason
+        exchange.decision, exchange.reason = "allow", decision.reason + via
         notes = self.store.narrow(exchange)
         if notes:
             exchange.reason += "; " + "; ".join(notes)
+
+    async def _assume_role(self, exchange: Exchange) -> None:
+        """An STS call, answered here: the credentials, or STS's own error."""
+        assert self.sts is not None
+        exchange.sts_call = True
+        answer, (principal, credentials) = await self.sts.assume_role(exchange.request)
+        exchange.principal = principal
+        exchange.roles = roles_of(principal, self.config)
+        exchange.local_answer = answer
+        exchange.decision = "allow"
+        exchange.reason = (
+            f"sts: credentials {credentials.access_key_id} for "
+            f"{credentials.role}/{credentials.purpose} until {int(credentials.expires_at)}"
+        )
 
     def upstream_request(self, exchange: Exchange) -> UpstreamRequest:
         """The request for the store, signed or carrying the gateway's own credentials."""
@@ -177,7 +220,10 @@ class Gateway:
 
     def render_denial(self, exchange: Exchange, denial: Denial) -> ClientResponse:
         """The client's answer to a refusal, in the error shape the store's clients parse."""
-        body, content = self.store.error_body(exchange, denial)
+        if exchange.sts_call or denial.details.get("shape") == "sts":
+            body, content = sts_error_body(denial, exchange.flow_id), {"content-type": "text/xml"}
+        else:
+            body, content = self.store.error_body(exchange, denial)
         headers: dict[str, str | None] = {
             "x-tracegate-decision": "deny",
             "x-tracegate-policy": self.version,

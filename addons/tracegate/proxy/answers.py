@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
 from mitmproxy import http
 
 from tracegate.denial import Denial
-from tracegate.exchange import json_error
+from tracegate.exchange import ClientResponse, json_error
 from tracegate.proxy import flowbridge
 from tracegate.proxy.runtime import FlowState
 
@@ -24,6 +25,32 @@ def deny(flow: http.HTTPFlow, state: FlowState, denial: Denial) -> None:
     state.safe_response = flowbridge.apply(flow, answer)
     state.exchange.returned(b"" if answer.head else answer.body, answer.status)
     flow.comment = f"tracegate: deny ({denial.status} {denial.code}): {denial.reason}"
+
+
+def answer_locally(flow: http.HTTPFlow, state: FlowState, answer: ClientResponse) -> None:
+    """The gateway's own answer (an STS call); nothing is forwarded."""
+    state.forwarded = False
+    state.answered = True
+    state.safe_response = flowbridge.apply(flow, answer)
+    state.exchange.returned(answer.body, answer.status)
+    flow.comment = f"tracegate: {state.exchange.reason}"
+
+
+SCRUBBED = b"[removed: tracegate keeps no web identity token or credentials in a flow]"
+
+
+def scrub_sts(flow: http.HTTPFlow) -> None:
+    """An STS call's token (form body or query) leaves the flow at once; the credentials in
+    the answer leave it once they are on their way (mitmproxy serialises the response when
+    the hook returns, so the stored flow is rewritten a moment later)."""
+    flow.request.content = SCRUBBED
+    flow.request.path = "/"
+
+    def forget_answer() -> None:
+        if flow.response is not None and flow.response.status_code == 200:
+            flow.response.content = SCRUBBED
+
+    asyncio.get_running_loop().call_later(1.0, forget_answer)
 
 
 def bare_denial(flow: http.HTTPFlow, denial: Denial) -> None:

@@ -88,6 +88,8 @@ class AuditRecorder:
 
 
 def _keeps_bodies(state: FlowState) -> bool:
+    if state.exchange.sts_call:
+        return False  # its request holds a web identity token, its answer credentials
     grant = state.exchange.grant
     if grant is None:
         return True  # a refusal before any role: the body is tracegate's own denial

@@ -8,14 +8,17 @@ from collections.abc import Iterable
 from mitmproxy import http
 
 from tracegate.exchange import ClientResponse, IncomingRequest, UpstreamRequest
+from tracegate.identity.sigv4 import PRESIGN_PARAMS
 from tracegate.stores.sigv4 import CLIENT_AUTH_HEADERS, SIGNING_HEADERS
 
 
 def incoming(flow: http.HTTPFlow) -> IncomingRequest:
     request = flow.request
     headers: dict[str, str] = {}
+    every: list[tuple[str, str]] = []
     for name, value in request.headers.items(multi=True):
         headers.setdefault(name.lower(), value)
+        every.append((name.lower(), value))
     absolute = request.http_version.startswith("HTTP/1") and bool(request.authority)
     return IncomingRequest(
         method=request.method,
@@ -27,6 +30,8 @@ def incoming(flow: http.HTTPFlow) -> IncomingRequest:
         client=f"{flow.client_conn.peername[0]}" if flow.client_conn.peername else "",
         connection_id=flow.client_conn.id,
         body=request.raw_content or b"",
+        raw_query=request.path.partition("?")[2],
+        all_headers=tuple(every),
     )
 
 
@@ -34,6 +39,10 @@ def strip_credentials(flow: http.HTTPFlow, identity_headers: Iterable[str]) -> N
     """Drop the client's credentials from the flow, so mitmweb and saved flows never hold them."""
     for name in (*CLIENT_AUTH_HEADERS, *(h.lower() for h in identity_headers)):
         flow.request.headers.pop(name, None)
+    query = flow.request.query
+    signed = [name for name in query if name.lower() in PRESIGN_PARAMS]
+    for name in signed:  # a presigned URL's signature and session token
+        del query[name]
 
 
 def hide_upstream_signature(flow: http.HTTPFlow, names: Iterable[str] = SIGNING_HEADERS) -> None:

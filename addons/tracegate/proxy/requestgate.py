@@ -10,7 +10,7 @@ from mitmproxy import http
 
 from tracegate.denial import Denial, forbidden, gateway_failure
 from tracegate.proxy import flowbridge
-from tracegate.proxy.answers import deny
+from tracegate.proxy.answers import answer_locally, deny, scrub_sts
 from tracegate.proxy.approvalhold import ApprovalHold, answer_killed
 from tracegate.proxy.runtime import FlowState, Runtime
 
@@ -37,6 +37,9 @@ class RequestGate:
             if flow.intercepted:
                 await self._held(flow, gateway.config.limits.hold_seconds)
             await gateway.authorize(state.exchange)
+            if state.exchange.local_answer is not None:
+                answer_locally(flow, state, state.exchange.local_answer)
+                return
             need = state.exchange.approval_need
             if need is not None:
                 await self.approvals.hold(flow, state, need, "request")
@@ -51,6 +54,8 @@ class RequestGate:
             deny(flow, state, gateway_failure("internal error while authorizing the request"))
         finally:
             exchange = state.exchange
+            if exchange.sts_call:
+                scrub_sts(flow)
             valid_token = exchange.principal is not None and exchange.token_digest
             key = f"token:{exchange.token_digest}" if valid_token else f"conn:{flow.client_conn.id}"
             exchange.session_id = self.runtime.sessions.session_for(key)

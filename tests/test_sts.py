@@ -1,0 +1,346 @@
+"""S3 tools with no code change: tracegate as their STS endpoint and the judge of their SigV4
+signatures. Real mitmdump gateway, moto S3 with signature checks behind it; boto3 and the AWS
+CLI configured only by environment variables, each in a clean process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness import BIN, GatewayProcess, audit_rows
+from tracegate.demo.setup import gateway_env, write_config
+from tracegate.demo.store import free_port
+from tracegate.demo.traces import PLANTED_API_KEY, PLANTED_EMAIL
+
+ROLE_ARN = "arn:aws:iam::000000000000:role/support"
+KEY = "traces/team-a/tr-a001.json"
+STS_KEYS = "k1:" + base64.b64encode(b"s" * 32).decode()
+
+
+@pytest.fixture(scope="module")
+def sts_gateway(tmp_path_factory, store, issuer) -> Iterator[GatewayProcess]:
+    work = tmp_path_factory.mktemp("sts")
+    port = free_port()
+    config = write_config(
+        work / "config-0.yaml",
+        store,
+        issuer,
+        work / "audit-0.sqlite3",
+        **{"identity.sts": {"enabled": True, "public_host": f"127.0.0.1:{port}"}},
+    )
+    env = gateway_env(store, "test-hash-key", TRACEGATE_STS_KEYS=STS_KEYS)
+    gateway = GatewayProcess(
+        config=config,
+        env=env,
+        workdir=work,
+        extra_args=["--listen-port", str(port)],
+        upstream=store.endpoint,
+    )
+    gateway.start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def client_env(gateway: GatewayProcess, token_file: Path, **extra: str) -> dict[str, str]:
+    """What a user sets for their AWS tools, and nothing else of AWS's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRACEGATE_"))}
+    env.update(
+        AWS_ENDPOINT_URL=gateway.url,
+        AWS_WEB_IDENTITY_TOKEN_FILE=str(token_file),
+        AWS_ROLE_ARN=ROLE_ARN,
+        AWS_ROLE_SESSION_NAME="debugging",
+        AWS_REGION="us-east-1",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        **extra,
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def token_file(tmp_path_factory, issuer) -> Path:
+    path = tmp_path_factory.mktemp("identity") / "token"
+    path.write_text(issuer.token("carol", ["support-engineers"]))
+    return path
+
+
+BOTO3_SCRIPT = """
+import json, sys, boto3, botocore.exceptions
+s3 = boto3.client("s3")
+out = {}
+out["body"] = s3.get_object(Bucket="traces", Key=sys.argv[1])["Body"].read().decode()
+out["head"] = s3.head_object(Bucket="traces", Key=sys.argv[1])["ContentLength"]
+listing = s3.list_objects_v2(Bucket="traces", Prefix="traces/team-a/")
+out["keys"] = [o["Key"] for o in listing.get("Contents", [])]
+s3.download_file("traces", sys.argv[1], sys.argv[2])
+out["downloaded"] = open(sys.argv[2]).read()
+try:
+    s3.get_object(Bucket="traces", Key="traces/team-b/tr-b001.json")
+except botocore.exceptions.ClientError as error:
+    out["other_team"] = error.response["Error"]["Code"]
+print(json.dumps(out))
+"""
+
+
+def test_boto3_configured_only_by_environment_reads_masked_traces(
+    sts_gateway, token_file, tmp_path
+):
+    env = client_env(sts_gateway, token_file)
+    done = subprocess.run(
+        [sys.executable, "-c", BOTO3_SCRIPT, KEY, str(tmp_path / "copy.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert json.loads(out["body"])["trace_id"] and PLANTED_EMAIL not in out["body"]
+    assert PLANTED_API_KEY not in out["body"] and out["downloaded"] == out["body"]
+    assert out["head"] == len(out["body"].encode())
+    assert out["keys"] and all(k.startswith("traces/team-a/") for k in out["keys"])
+    assert out["other_team"] == "AccessDenied"
+    rows = audit_rows(sts_gateway.config.with_name("audit-0.sqlite3"))
+    sts_rows = [r for r in rows if r["reason"].startswith("sts: credentials ASIA")]
+    assert sts_rows and sts_rows[0]["subject"] == "carol" and sts_rows[0]["status"] == 200
+    read = [r for r in rows if r["resource"] == f"s3://traces/{KEY}" and r["method"] == "GET"]
+    assert read and "identity: sts credentials ASIA" in read[0]["reason"]
+
+
+def test_the_aws_cli_lists_copies_heads_and_presigns(sts_gateway, token_file, tmp_path):
+    env = client_env(sts_gateway, token_file)
+    config = tmp_path / "aws-config"
+    config.write_text("[default]\ns3 =\n    signature_version = s3v4\n")
+    env["AWS_CONFIG_FILE"] = str(config)
+
+    def aws(*args: str) -> str:
+        done = subprocess.run(
+            [str(BIN / "aws"), *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "tr-a001.json" in aws("s3", "ls", "s3://traces/traces/team-a/")
+    aws("s3", "cp", f"s3://traces/{KEY}", str(tmp_path / "cp.json"))
+    copied = (tmp_path / "cp.json").read_text()
+    assert PLANTED_EMAIL not in copied and json.loads(copied)["trace_id"]
+    head = json.loads(aws("s3api", "head-object", "--bucket", "traces", "--key", KEY))
+    assert head["ContentLength"] == len(copied.encode())
+    url = aws("s3", "presign", f"s3://traces/{KEY}", "--expires-in", "300").strip()
+    assert "X-Amz-Signature=" in url and url.startswith(sts_gateway.url)
+    fetched = httpx.get(url, timeout=15)  # a plain HTTP client with the URL alone
+    assert fetched.status_code == 200 and fetched.text == copied
+    tampered = httpx.get(url.replace("X-Amz-Expires=300", "X-Amz-Expires=301"), timeout=15)
+    assert tampered.status_code == 403 and "SignatureDoesNotMatch" in tampered.text
+
+
+def sts_call(gateway: GatewayProcess, token: str, **extra: str) -> httpx.Response:
+    form = {
+        "Action": "AssumeRoleWithWebIdentity",
+        "Version": "2011-06-15",
+        "RoleArn": ROLE_ARN,
+        "RoleSessionName": "debugging",
+        "WebIdentityToken": token,
+        **extra,
+    }
+    return httpx.post(gateway.url + "/", data=form, timeout=15)
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "code"),
+    [
+        ({"WebIdentityToken": "not-a-jwt"}, 400, "InvalidIdentityToken"),
+        ({"RoleArn": "arn:aws:iam::000000000000:role/nobody"}, 403, "AccessDenied"),
+        ({"RoleArn": "arn:aws:iam::000000000000:role/security"}, 403, "IDPRejectedClaim"),
+        ({"Version": "2010-01-01"}, 400, "InvalidParameterValue"),
+        ({"RoleSessionName": ""}, 400, "MissingParameter"),
+        ({"DurationSeconds": "60"}, 400, "ValidationError"),
+    ],
+)
+def test_sts_errors_come_in_stss_shape_and_codes(sts_gateway, issuer, change, status, code):
+    token = issuer.token("carol", ["support-engineers"])
+    response = sts_call(sts_gateway, token, **change)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("text/xml")
+    assert f"<Code>{code}</Code>" in response.text and "<ErrorResponse" in response.text
+
+
+def test_an_expired_web_identity_token_is_expired_token_exception(sts_gateway, issuer):
+    token = issuer.token("carol", ["support-engineers"], ttl=-600)
+    response = sts_call(sts_gateway, token)
+    assert response.status_code == 400 and "<Code>ExpiredTokenException</Code>" in response.text
+
+
+def test_the_web_identity_token_and_the_credentials_are_kept_nowhere(sts_gateway, issuer):
+    token = issuer.token("carol", ["support-engineers"])
+    answer = sts_call(sts_gateway, token)
+    assert answer.status_code == 200
+    secret = answer.text.split("<SecretAccessKey>")[1].split("<")[0]
+    session = answer.text.split("<SessionToken>")[1].split("<")[0]
+    time.sleep(0.5)
+    database = sts_gateway.config.with_name("audit-0.sqlite3")
+    stored = b"".join(p.read_bytes() for p in database.parent.glob("audit-0.sqlite3*"))
+    for value in (token, secret, session):
+        assert value.encode() not in stored
+    assert token.encode() not in sts_gateway.log_path.read_bytes()
+
+
+def test_a_session_token_changed_by_one_character_is_refused(sts_gateway, issuer):
+    import boto3
+    from botocore.config import Config
+
+    answer = sts_call(sts_gateway, issuer.token("carol", ["support-engineers"]))
+    xml = answer.text
+    pick = lambda tag: xml.split(f"<{tag}>")[1].split("<")[0]  # noqa: E731
+    good = {
+        "aws_access_key_id": pick("AccessKeyId"),
+        "aws_secret_access_key": pick("SecretAccessKey"),
+        "aws_session_token": pick("SessionToken"),
+    }
+
+    def get(**credentials: str) -> str:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=sts_gateway.url,
+            region_name="us-east-1",
+            config=Config(retries={"max_attempts": 1}),
+            **credentials,
+        )
+        try:
+            s3.get_object(Bucket="traces", Key=KEY)
+            return "ok"
+        except s3.exceptions.ClientError as error:
+            return error.response["Error"]["Code"]
+
+    assert get(**good) == "ok"
+    token = good["aws_session_token"]
+    flipped = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    assert get(**{**good, "aws_session_token": flipped}) == "InvalidToken"
+    assert get(**{**good, "aws_secret_access_key": "x" * 40}) == "SignatureDoesNotMatch"
+    other = "ASIA" + "A" * 16
+    assert get(**{**good, "aws_access_key_id": other}) == "InvalidToken"
+
+
+def credentials_for(gateway: GatewayProcess, issuer) -> dict[str, str]:
+    xml = sts_call(gateway, issuer.token("carol", ["support-engineers"])).text
+    pick = lambda tag: xml.split(f"<{tag}>")[1].split("<")[0]  # noqa: E731
+    return {
+        "aws_access_key_id": pick("AccessKeyId"),
+        "aws_secret_access_key": pick("SecretAccessKey"),
+        "aws_session_token": pick("SessionToken"),
+    }
+
+
+def test_a_request_signed_twenty_minutes_ago_is_too_skewed(sts_gateway, issuer, monkeypatch):
+    import datetime as dt
+
+    import boto3
+    import botocore.auth
+
+    credentials = credentials_for(sts_gateway, issuer)
+    past = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=20)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: past)
+    s3 = boto3.client("s3", endpoint_url=sts_gateway.url, region_name="us-east-1", **credentials)
+    with pytest.raises(s3.exceptions.ClientError) as error:
+        s3.get_object(Bucket="traces", Key=KEY)
+    assert error.value.response["Error"]["Code"] == "RequestTimeTooSkewed"
+
+
+def test_a_sigv2_presigned_url_is_refused_naming_the_fix(sts_gateway, issuer):
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=sts_gateway.url,
+        region_name="us-east-1",
+        **credentials_for(sts_gateway, issuer),
+    )
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "traces", "Key": KEY})
+    if "X-Amz-Signature" in url:
+        pytest.skip("this botocore presigns with SigV4 by default")
+    refused = httpx.get(url, timeout=15)
+    assert refused.status_code == 400 and "signature_version = s3v4" in refused.text
+
+
+def test_a_presigned_url_past_its_expiry_is_refused(sts_gateway, issuer, monkeypatch):
+    import datetime as dt
+
+    import boto3
+    import botocore.auth
+    from botocore.config import Config
+
+    past = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=10)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: past)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=sts_gateway.url,
+        region_name="us-east-1",
+        config=Config(signature_version="s3v4"),
+        **credentials_for(sts_gateway, issuer),
+    )
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": "traces", "Key": KEY}, ExpiresIn=300
+    )
+    refused = httpx.get(url, timeout=15)
+    assert refused.status_code == 403 and "expired" in refused.text
+
+
+def test_sts_config_mistakes_are_one_line_naming_the_key(tmp_path, store, issuer, monkeypatch):
+    from tracegate.config import ConfigError, load_config
+    from tracegate.demo.setup import DYNAMODB_EXAMPLE
+    from tracegate.sts import load_sealer
+
+    def config_with(template=None, **sts):
+        extra = {"template": template} if template else {}
+        path = write_config(
+            tmp_path / "c.yaml",
+            store,
+            issuer,
+            tmp_path / "a.sqlite3",
+            **{"identity.sts": {"enabled": True, "public_host": "127.0.0.1:1", **sts}},
+            **extra,
+        )
+        return path
+
+    monkeypatch.delenv("TRACEGATE_STS_KEYS", raising=False)
+    with pytest.raises(ConfigError, match=r"^identity.sts.keys_env: TRACEGATE_STS_KEYS is not set"):
+        load_sealer(load_config(config_with()))
+    monkeypatch.setenv("TRACEGATE_STS_KEYS", "k1:" + base64.b64encode(b"short").decode())
+    with pytest.raises(ConfigError, match="32 bytes"):
+        load_sealer(load_config(config_with()))
+    with pytest.raises(ConfigError, match=r"identity.sts.role_arns.ghost: not a role"):
+        load_config(config_with(role_arns={"ghost": "arn:aws:iam::1:role/g"}))
+    with pytest.raises(ConfigError, match=r"identity.sts.enabled: STS credentials are for S3"):
+        load_config(config_with(DYNAMODB_EXAMPLE))
+
+
+def test_a_token_header_still_wins_over_a_signature_with_other_keys(sts_gateway, issuer):
+    import boto3
+    from botocore.config import Config
+
+    token = issuer.token("carol", ["support-engineers"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=sts_gateway.url,
+        region_name="us-east-1",
+        aws_access_key_id="not-needed",
+        aws_secret_access_key="not-needed",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    s3.meta.events.register(
+        "before-sign.s3",
+        lambda request, **_: request.headers.__setitem__("X-Tracegate-Token", token),
+    )
+    body = s3.get_object(Bucket="traces", Key=KEY)["Body"].read().decode()
+    assert PLANTED_EMAIL not in body and json.loads(body)["trace_id"]
