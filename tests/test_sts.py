@@ -344,3 +344,70 @@ def test_a_token_header_still_wins_over_a_signature_with_other_keys(sts_gateway,
     )
     body = s3.get_object(Bucket="traces", Key=KEY)["Body"].read().decode()
     assert PLANTED_EMAIL not in body and json.loads(body)["trace_id"]
+
+
+def test_credentials_for_a_purpose_no_longer_configured_are_refused(sts_gateway):
+    # What a reload that removes a role or purpose does to credentials already handed out.
+    import boto3
+
+    from tracegate.identity.principal import Principal
+    from tracegate.identity.session_credentials import CredentialSealer, parse_keys
+
+    sealer = CredentialSealer(parse_keys(STS_KEYS))  # the gateway's own key
+    carol = Principal("carol", "iss", "demo", ("support-engineers",))
+    credentials, token = sealer.mint(carol, "support", "retired", time.time() + 600, {})
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=sts_gateway.url,
+        region_name="us-east-1",
+        aws_access_key_id=credentials.access_key_id,
+        aws_secret_access_key=credentials.secret_access_key,
+        aws_session_token=token,
+    )
+    with pytest.raises(s3.exceptions.ClientError) as error:
+        s3.get_object(Bucket="traces", Key=KEY)
+    assert error.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    assert "no longer configured" in error.value.response["Error"]["Message"]
+
+
+def test_short_credentials_are_refreshed_by_the_client(tmp_path, store, issuer, token_file):
+    port = free_port()
+    config = write_config(
+        tmp_path / "config-0.yaml",
+        store,
+        issuer,
+        tmp_path / "audit-0.sqlite3",
+        **{
+            "identity.sts": {
+                "enabled": True,
+                "public_host": f"127.0.0.1:{port}",
+                "max_duration_seconds": 900,  # botocore refreshes 15 min ahead: every call
+            }
+        },
+    )
+    env = gateway_env(store, "test-hash-key", TRACEGATE_STS_KEYS=STS_KEYS)
+    gateway = GatewayProcess(
+        config=config,
+        env=env,
+        workdir=tmp_path,
+        extra_args=["--listen-port", str(port)],
+        upstream=store.endpoint,
+    ).start()
+    try:
+        script = (
+            "import boto3\ns3 = boto3.client('s3')\n"
+            f"for _ in range(3): s3.get_object(Bucket='traces', Key='{KEY}')['Body'].read()\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env=client_env(gateway, token_file),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        rows = audit_rows(tmp_path / "audit-0.sqlite3")
+    finally:
+        gateway.stop()
+    assert sum(r["reason"].startswith("sts: credentials") for r in rows) >= 2
+    assert sum(r["method"] == "GET" and r["status"] == 200 for r in rows) == 3

@@ -22,6 +22,7 @@ from tracegate.approvals import ApprovalNeed
 from tracegate.approvals.model import APPROVED, FINAL, Approval
 from tracegate.denial import Denial
 from tracegate.proxy import flowbridge
+from tracegate.proxy.idlewatch import keep_alive
 from tracegate.proxy.runtime import FlowState, Runtime
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class ApprovalHold:
                     raise Denial(499, "ClientClosedRequest", "the client left while held")
                 if time.monotonic() > deadline:
                     raise await desk.timed_out(approval, flow.id)
+                keep_alive(flow)
                 await asyncio.sleep(POLL_SECONDS)
         except Denial as denial:
             exchange.approval = {

@@ -12,6 +12,7 @@ from tracegate.denial import Denial, forbidden, gateway_failure
 from tracegate.proxy import flowbridge
 from tracegate.proxy.answers import answer_locally, deny, scrub_sts
 from tracegate.proxy.approvalhold import ApprovalHold, answer_killed
+from tracegate.proxy.idlewatch import keep_alive
 from tracegate.proxy.runtime import FlowState, Runtime
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class RequestGate:
             if time.monotonic() > deadline:
                 flow.resume()  # release the client with the refusal below
                 raise Denial(503, "HoldTimeout", f"the request was held for more than {limit:g} s")
+            keep_alive(flow)
             await asyncio.sleep(0.05)
         if flow.error is not None:
             answer_killed(flow)
