@@ -411,3 +411,49 @@ def test_short_credentials_are_refreshed_by_the_client(tmp_path, store, issuer, 
         gateway.stop()
     assert sum(r["reason"].startswith("sts: credentials") for r in rows) >= 2
     assert sum(r["method"] == "GET" and r["status"] == 200 for r in rows) == 3
+
+
+def test_credential_process_serves_clients_that_cannot_reach_sts(sts_gateway, token_file, tmp_path):
+    command = (
+        f"{BIN / 'tracegate'} credentials --endpoint {sts_gateway.url} "
+        f"--token-file {token_file} --role-arn {ROLE_ARN} --session-name debugging"
+    )
+    config = tmp_path / "aws-config"
+    config.write_text(f"[default]\ncredential_process = {command}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRACEGATE_"))}
+    env.update(
+        AWS_CONFIG_FILE=str(config),
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_ENDPOINT_URL=sts_gateway.url,
+        AWS_REGION="us-east-1",
+    )
+    script = (
+        "import boto3\n"
+        f"answer = boto3.client('s3').get_object(Bucket='traces', Key='{KEY}')\n"
+        "print(answer['Body'].read().decode())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["trace_id"] and PLANTED_EMAIL not in done.stdout
+
+
+def test_credential_process_reports_a_refusal_in_one_line(sts_gateway, token_file):
+    done = subprocess.run(
+        [
+            str(BIN / "tracegate"),
+            "credentials",
+            "--endpoint",
+            sts_gateway.url,
+            "--token-file",
+            str(token_file),
+            "--role-arn",
+            "arn:aws:iam::000000000000:role/x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "AccessDenied" in done.stderr

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from tracegate.commands import approvals
 from tracegate.commands.audit import cmd_audit
 from tracegate.commands.check import cmd_check
+from tracegate.commands.credentials import cmd_credentials
 from tracegate.commands.mask import cmd_mask
 from tracegate.commands.run import cmd_run
 
@@ -41,6 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("-o", "--output", help="write one masked file per input into this folder")
     mask.add_argument("--report", action="store_true", help="print counts per type to stderr")
     mask.set_defaults(func=cmd_mask)
+
+    creds = sub.add_parser(
+        "credentials", help="AWS credential_process: STS credentials from the gateway"
+    )
+    creds.add_argument("--endpoint", required=True, help="the gateway's URL, e.g. https://gw:8080")
+    creds.add_argument("--token-file", help="the OIDC token (default AWS_WEB_IDENTITY_TOKEN_FILE)")
+    creds.add_argument("--role-arn", help="the role (default AWS_ROLE_ARN)")
+    creds.add_argument("--session-name", default="tracegate", help="a purpose of the role")
+    creds.add_argument("--duration", type=int, help="seconds (at most the gateway's maximum)")
+    creds.add_argument("--ca-bundle", help="the CA that signed the gateway's certificate")
+    creds.set_defaults(func=cmd_credentials)
 
     audit = sub.add_parser("audit", help="read, verify and export the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
