@@ -457,3 +457,39 @@ def test_credential_process_reports_a_refusal_in_one_line(sts_gateway, token_fil
     )
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0 and "AccessDenied" in done.stderr
+
+
+def test_boto3_over_tls_with_the_gateways_certificate(sts_gateway, token_file, tmp_path):
+    # mitmproxy terminates TLS on the same listener, with a certificate from its CA (in
+    # production: `--certs` with the organisation's own); clients trust it via AWS_CA_BUNDLE.
+    ca = sts_gateway.workdir / "mitmproxy-conf" / "mitmproxy-ca-cert.pem"
+    https = sts_gateway.url.replace("http://", "https://")
+    env = client_env(sts_gateway, token_file, AWS_CA_BUNDLE=str(ca))
+    env["AWS_ENDPOINT_URL"] = https
+    script = (
+        "import boto3\n"
+        f"answer = boto3.client('s3').get_object(Bucket='traces', Key='{KEY}')\n"
+        "print(answer['Body'].read().decode())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["trace_id"] and PLANTED_EMAIL not in done.stdout
+
+
+def test_polars_reads_a_jsonl_trace_from_environment_variables_alone(sts_gateway, token_file):
+    # polars asks boto3 for credentials (the web identity call) and reads with Rust's
+    # object_store, which signs its own requests (Range included) for tracegate to check.
+    env = client_env(sts_gateway, token_file, AWS_ALLOW_HTTP="true")
+    script = (
+        "import polars as pl\n"
+        "frame = pl.read_ndjson('s3://traces/traces/team-a/chats/2026-11-20.jsonl')\n"
+        "print(frame.write_json())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(done.stdout)
+    assert rows and "@example.com" not in done.stdout  # each line names its user's email
