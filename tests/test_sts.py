@@ -493,3 +493,36 @@ def test_polars_reads_a_jsonl_trace_from_environment_variables_alone(sts_gateway
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(done.stdout)
     assert rows and "@example.com" not in done.stdout  # each line names its user's email
+
+
+@pytest.mark.parametrize("how", ["web_identity", "credential_process"])
+def test_rclone_cats_a_trace_with_env_auth(sts_gateway, token_file, tmp_path, how):
+    env = client_env(sts_gateway, token_file, AWS_ENDPOINT_URL_STS=sts_gateway.url)
+    if how == "credential_process":
+        command = (
+            f"{BIN / 'tracegate'} credentials --endpoint {sts_gateway.url} "
+            f"--token-file {token_file} --role-arn {ROLE_ARN} --session-name debugging"
+        )
+        config = tmp_path / "aws-config"
+        config.write_text(f"[default]\ncredential_process = {command}\n")
+        for name in ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME"):
+            del env[name]
+        env["AWS_CONFIG_FILE"] = str(config)
+        env["AWS_SDK_LOAD_CONFIG"] = "1"
+    env.update(
+        RCLONE_CONFIG_TG_TYPE="s3",
+        RCLONE_CONFIG_TG_PROVIDER="Other",
+        RCLONE_CONFIG_TG_ENV_AUTH="true",
+        RCLONE_CONFIG_TG_ENDPOINT=sts_gateway.url,
+        RCLONE_CONFIG_TG_REGION="us-east-1",
+        RCLONE_CONFIG=os.devnull,
+    )
+    done = subprocess.run(
+        [str(BIN / "rclone"), "cat", f"tg:traces/{KEY}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["trace_id"] and PLANTED_EMAIL not in done.stdout
