@@ -526,3 +526,40 @@ def test_rclone_cats_a_trace_with_env_auth(sts_gateway, token_file, tmp_path, ho
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["trace_id"] and PLANTED_EMAIL not in done.stdout
+
+
+DUCKDB_SCRIPT = """
+import json, sys, duckdb, duckdb_extension_aws, duckdb_extension_httpfs
+from pathlib import Path
+db = duckdb.connect()
+for module, name in ((duckdb_extension_httpfs, "httpfs"), (duckdb_extension_aws, "aws")):
+    db.execute(f"LOAD '{next(Path(module.__file__).parent.rglob(name + '.duckdb_extension'))}'")
+db.execute(sys.argv[1])
+rows = db.execute("SELECT * FROM read_json_auto(?)", [sys.argv[2]]).fetchall()
+print(json.dumps([str(r) for r in rows]))
+"""
+
+
+def test_duckdb_reads_a_trace_with_a_credential_chain_secret(sts_gateway, token_file, tmp_path):
+    command = (
+        f"{BIN / 'tracegate'} credentials --endpoint {sts_gateway.url} "
+        f"--token-file {token_file} --role-arn {ROLE_ARN} --session-name debugging"
+    )
+    config = tmp_path / "aws-config"
+    config.write_text(f"[default]\ncredential_process = {command}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRACEGATE_"))}
+    env.update(AWS_CONFIG_FILE=str(config), AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    host = sts_gateway.url.removeprefix("http://")
+    secret = (
+        "CREATE SECRET tg (TYPE s3, PROVIDER credential_chain, CHAIN 'process', "
+        f"ENDPOINT '{host}', URL_STYLE 'path', USE_SSL false, REGION 'us-east-1')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", DUCKDB_SCRIPT, secret, f"s3://traces/{KEY}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "tr-a001" in done.stdout and PLANTED_EMAIL not in done.stdout
