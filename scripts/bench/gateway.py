@@ -12,7 +12,9 @@ own table, every GET reading the same object: repeated reads, which tracegate an
 memo of masked bodies. A third table reads a different realistic export on every GET of every
 round (generated with another seed each, seeded up front), so nothing is remembered but what
 traces share (a system prompt, tool definitions); `scripts/bench/masking.py` measures masking
-of new data in process. Direct and plain-mitmdump requests carry a SigV4 signature.
+of new data in process. Direct and plain-mitmdump requests carry a SigV4 signature. A last S3
+table reads the small trace through the same gateway with a bearer token and with credentials
+from the gateway's STS, each request's SigV4 signature checked (signed once per round).
 Langfuse: a page of 20 traces with their observations from the Langfuse-shaped server in its
 own process; direct and plain-mitmdump requests carry the project's key pair. tracegate
 requests carry a bearer token and the gateway signs or injects its own credentials (and filters
@@ -54,6 +56,7 @@ KEY = "traces/team-a/tr-a001.json"
 REALISTIC_KEY = "traces/team-a/export-10k.json"
 DISTINCT_PREFIX = "traces/team-a/distinct/"
 WARM_UP = 50
+STS_KEYS = "bench:" + base64.b64encode(b"b" * 32).decode()
 LANGFUSE_PAGE = "/api/public/traces?limit=20&page=1"
 BIN = Path(sys.executable).parent
 LISTENING = re.compile(r"listening at [\d.]+:(\d+)")
@@ -226,12 +229,18 @@ def main() -> int:
             path, template = f"/traces/{KEY}", None
             what = "one masked trace"
         issuer.serve()
-        extra = {"template": template} if template else {}
+        extra: dict = {"template": template} if template else {}
+        public_port = free_port()  # S3: the gateway also serves STS, whose clients sign for it
+        if args.store == "s3":
+            sts = {"enabled": True, "public_host": f"127.0.0.1:{public_port}"}
+            extra["identity.sts"] = sts
         write_config(work / "config.yaml", store, issuer, work / "audit.sqlite3", **extra)
-        env = gateway_env(store, "bench-hash-key")
+        env = gateway_env(store, "bench-hash-key", TRACEGATE_STS_KEYS=STS_KEYS)
         common = ["--mode", f"reverse:{store.endpoint}", "--listen-host", "127.0.0.1"]
-        common += ["--listen-port", "0", "--set", "flow_detail=0"]
-        plain, plain_port = start_proxy([str(BIN / "mitmdump"), *common], env, work / "plain.log")
+        common += ["--set", "flow_detail=0"]
+        plain, plain_port = start_proxy(
+            [str(BIN / "mitmdump"), *common, "--listen-port", "0"], env, work / "plain.log"
+        )
         processes.append(plain)
         gated, gated_port = start_proxy(
             [
@@ -241,6 +250,8 @@ def main() -> int:
                 "--set",
                 f"tracegate_config={work / 'config.yaml'}",
                 *common,
+                "--listen-port",
+                str(public_port if args.store == "s3" else 0),
             ],
             env,
             work / "tracegate.log",
@@ -255,6 +266,8 @@ def main() -> int:
         ports = (plain_port, gated_port, plain.pid, gated.pid)
         for paths, what in benches:
             run_bench(args, store, paths, what, store_headers, token, ports)
+        if args.store == "s3":
+            run_identity_bench(args, store, path, store_headers, token, ports)
         cached, uncached = token_throughput(issuer)
         print(
             f"\ntoken validations/s in one process: {cached:,.0f} with the cache, "
@@ -267,6 +280,51 @@ def main() -> int:
         issuer.stop()
         if isinstance(store, LocalS3):
             store.stop()
+
+
+def sts_signed_headers(gateway: str, path: str, token: str) -> dict[str, str]:
+    """Credentials from the gateway's STS for the token, and a SigV4 signature made with them
+    once up front (within the 15-minute skew the gateway accepts a repeated signature)."""
+    form = {
+        "Action": "AssumeRoleWithWebIdentity",
+        "Version": "2011-06-15",
+        "RoleArn": "arn:aws:iam::000000000000:role/support",
+        "RoleSessionName": "debugging",
+        "WebIdentityToken": token,
+    }
+    xml = httpx.post(gateway + "/", data=form, timeout=15).text
+    pick = lambda tag: xml.split(f"<{tag}>")[1].split("<")[0]  # noqa: E731
+    credentials = Credentials(pick("AccessKeyId"), pick("SecretAccessKey"), pick("SessionToken"))
+    request = AWSRequest(method="GET", url=gateway + path, headers={"host": gateway[7:]})
+    S3SigV4Auth(credentials, "s3", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
+
+
+def run_identity_bench(args, store, path: str, store_headers, token: str, ports) -> None:
+    """The same GET through the same gateway: a bearer token vs STS credentials and SigV4."""
+    plain_port, gated_port, plain_pid, gated_pid = ports
+    gateway = f"http://127.0.0.1:{gated_port}"
+    targets = [
+        ("plain mitmdump", f"http://127.0.0.1:{plain_port}", None, plain_pid),
+        ("tracegate, bearer token", gateway, {"authorization": f"Bearer {token}"}, gated_pid),
+        ("tracegate, STS + SigV4", gateway, "sigv4", gated_pid),
+    ]
+    rounds: dict[str, list[dict]] = {}
+    for _ in range(args.rounds):
+        for name, origin, headers, pid in targets:
+            if headers is None:
+                headers = store_headers(store.endpoint + path)
+            elif headers == "sigv4":  # fresh credentials and signature each round
+                headers = sts_signed_headers(gateway, path, token)
+            rounds.setdefault(name, []).append(
+                asyncio.run(load([(origin + path, headers)], args.requests, args.concurrency, pid))
+            )
+    print_table(
+        rounds,
+        f"{args.requests} GETs of one masked trace, boto3-style identities: a bearer token "
+        "vs credentials from the gateway's STS, each request's SigV4 signature checked",
+        args,
+    )
 
 
 def run_bench(
@@ -292,15 +350,18 @@ def run_bench(
             rounds.setdefault(name, []).append(
                 asyncio.run(load(requests, args.requests, args.concurrency, pid))
             )
+    size = len(httpx.get(f"http://127.0.0.1:{gated_port}{paths[0][0]}", headers=bearer).content)
+    print_table(rounds, f"{args.requests} GETs of {what} ({size} bytes served by tracegate)", args)
+
+
+def print_table(rounds: dict[str, list[dict]], what: str, args) -> None:
     results = {
         name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         for name, runs in rounds.items()
     }
     baseline = results["plain mitmdump"]["rps"]
-    size = len(httpx.get(f"http://127.0.0.1:{gated_port}{paths[0][0]}", headers=bearer).content)
     print(
-        f"\nmedian of {args.rounds} interleaved rounds of {args.requests} GETs of {what} "
-        f"({size} bytes served by tracegate), "
+        f"\nmedian of {args.rounds} interleaved rounds of {what}, "
         f"{args.concurrency} concurrent keep-alive connections, loopback, "
         f"{os.cpu_count()} cores"
     )
