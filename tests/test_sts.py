@@ -563,3 +563,50 @@ def test_duckdb_reads_a_trace_with_a_credential_chain_secret(sts_gateway, token_
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "tr-a001" in done.stdout and PLANTED_EMAIL not in done.stdout
+
+
+def test_saved_flows_hold_no_token_credentials_or_presigned_signature(tmp_path, store, issuer):
+    import boto3
+    from botocore.config import Config
+
+    port = free_port()
+    config = write_config(
+        tmp_path / "config-0.yaml",
+        store,
+        issuer,
+        tmp_path / "audit-0.sqlite3",
+        **{"identity.sts": {"enabled": True, "public_host": f"127.0.0.1:{port}"}},
+    )
+    flows = tmp_path / "flows.mitm"
+    gateway = GatewayProcess(
+        config=config,
+        env=gateway_env(store, "test-hash-key", TRACEGATE_STS_KEYS=STS_KEYS),
+        workdir=tmp_path,
+        extra_args=["--listen-port", str(port), "--set", f"save_stream_file={flows}"],
+        upstream=store.endpoint,
+    ).start()
+    try:
+        token = issuer.token("carol", ["support-engineers"])
+        credentials = credentials_for(gateway, issuer)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=gateway.url,
+            region_name="us-east-1",
+            config=Config(signature_version="s3v4"),
+            **credentials,
+        )
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": "traces", "Key": KEY})
+        assert httpx.get(url, timeout=15).status_code == 200
+        assert sts_call(gateway, token).status_code == 200
+        signature = url.split("X-Amz-Signature=")[1].split("&")[0]
+    finally:
+        gateway.stop()
+    saved = flows.read_bytes()
+    assert saved, "the flows were saved"
+    for value in (
+        token,
+        credentials["aws_secret_access_key"],
+        credentials["aws_session_token"],
+        signature,
+    ):
+        assert value.encode() not in saved

@@ -28,11 +28,16 @@ def deny(flow: http.HTTPFlow, state: FlowState, denial: Denial) -> None:
 
 
 def answer_locally(flow: http.HTTPFlow, state: FlowState, answer: ClientResponse) -> None:
-    """The gateway's own answer (an STS call); nothing is forwarded."""
+    """The gateway's own answer (an STS call); nothing is forwarded. Its body holds
+    credentials: until the Guard sends it, the flow (which the save and view addons record
+    on their way) carries a placeholder."""
     state.forwarded = False
     state.answered = True
     state.safe_response = flowbridge.apply(flow, answer)
     state.exchange.returned(answer.body, answer.status)
+    state.deferred_body = answer.body
+    assert flow.response is not None
+    flow.response.content = SCRUBBED
     flow.comment = f"tracegate: {state.exchange.reason}"
 
 
@@ -40,17 +45,20 @@ SCRUBBED = b"[removed: tracegate keeps no web identity token or credentials in a
 
 
 def scrub_sts(flow: http.HTTPFlow) -> None:
-    """An STS call's token (form body or query) leaves the flow at once; the credentials in
-    the answer leave it once they are on their way (mitmproxy serialises the response when
-    the hook returns, so the stored flow is rewritten a moment later)."""
+    """An STS call's token (form body or query) leaves the flow at once."""
     flow.request.content = SCRUBBED
     flow.request.path = "/"
 
-    def forget_answer() -> None:
-        if flow.response is not None and flow.response.status_code == 200:
+
+def forget_deferred(flow: http.HTTPFlow) -> None:
+    """The credentials leave the flow once they are on their way: mitmproxy serialises the
+    response when the last response hook returns, so the flow is rewritten a moment later."""
+
+    def forget() -> None:
+        if flow.response is not None:
             flow.response.content = SCRUBBED
 
-    asyncio.get_running_loop().call_later(1.0, forget_answer)
+    asyncio.get_running_loop().call_later(1.0, forget)
 
 
 def bare_denial(flow: http.HTTPFlow, denial: Denial) -> None:

@@ -15,7 +15,7 @@ from mitmproxy import http
 from tracegate.audit import AuditRecord
 from tracegate.denial import Denial, gateway_failure
 from tracegate.proxy import flowbridge
-from tracegate.proxy.answers import bare_denial
+from tracegate.proxy.answers import bare_denial, forget_deferred
 from tracegate.proxy.runtime import FlowState, Runtime
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ class Guard:
     async def response(self, flow: http.HTTPFlow) -> None:
         state = self.runtime.flows.pop(flow.id, None)
         if state is not None and flow.response is not None and state.released is flow.response:
+            if state.deferred_body is not None:
+                flow.response.content = state.deferred_body
+                forget_deferred(flow)
             return
         denial = gateway_failure(
             self.runtime.lockdown or "the response was not released by masking and audit"

@@ -34,6 +34,9 @@ class FlowState:
     oversize: bool = False  # upstream body replaced while it streams in
     safe_response: object | None = None  # the response that masking produced (or a denial)
     released: object | None = None  # the response whose audit row is durable
+    # An answer holding credentials (STS): the flow carries a placeholder that saved flows and
+    # views record, and the Guard puts these bytes in only as the response leaves.
+    deferred_body: bytes | None = None
 
 
 @dataclass
