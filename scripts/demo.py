@@ -13,6 +13,7 @@ those same commands once to check them, and stops everything on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import re
 import secrets
@@ -264,6 +265,47 @@ def check_approval(url: str, admin: str, env: dict[str, str]) -> bool:
     return ok
 
 
+def write_aws_envs(url: str, tokens: dict[str, str]) -> dict[str, Path]:
+    """Per demo user, `demo-run/aws/<user>.env`: only `export` lines, what AWS tools read."""
+    folder = RUN_DIR / "aws"
+    folder.mkdir(exist_ok=True)
+    files = {}
+    for user in ("support", "analyst"):
+        token_file = folder / f"{user}.token"
+        token_file.write_text(tokens[user])
+        token_file.chmod(0o600)
+        lines = {
+            "AWS_ENDPOINT_URL": url,
+            "AWS_ENDPOINT_URL_STS": url,  # the Go SDK (rclone) reads only this one for STS
+            "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file),
+            "AWS_ROLE_ARN": f"arn:aws:iam::000000000000:role/{user}",
+            "AWS_ROLE_SESSION_NAME": "debugging" if user == "support" else "analytics",
+            "AWS_REGION": "us-east-1",
+        }
+        path = folder / f"{user}.env"
+        path.write_text("".join(f"export {k}={v}\n" for k, v in lines.items()))
+        files[user] = path
+    return files
+
+
+def aws_listing(env_file: Path) -> str:
+    return f"source {env_file.relative_to(REPO)} && .venv/bin/aws s3 ls s3://traces/traces/team-a/"
+
+
+def check_aws_cli(listing: str) -> bool:
+    """The printed AWS CLI command, as printed, in a shell with no other AWS settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    done = subprocess.run(
+        ["bash", "-c", listing], capture_output=True, text=True, env=env, cwd=REPO, timeout=60
+    )
+    ok = done.returncode == 0 and "tr-a001.json" in done.stdout
+    print(f"  [{'ok ' if ok else 'FAIL'}] the AWS CLI through STS: aws s3 ls")
+    if not ok:
+        print(done.stderr[-2000:])
+    return ok
+
+
 def config_admin_port(config: Path) -> int:
     import yaml
 
@@ -352,15 +394,23 @@ def main() -> int:
             store.seed(dynamodb_items() if dynamo else sample_objects())  # type: ignore[arg-type]
         issuer.serve(port=port_or_free(8900))
         template = {"dynamodb": DYNAMODB_EXAMPLE, "langfuse": LANGFUSE_EXAMPLE}
+        listen_port = port_or_free(8080)
+        overrides: dict = {"listen.port": listen_port, "admin.port": port_or_free(8090)}
+        if args.store == "s3":  # S3 tools unchanged: the gateway is also their STS endpoint
+            overrides["identity.sts"] = {
+                "enabled": True,
+                "public_host": f"127.0.0.1:{listen_port}",
+            }
         config = write_config(
             RUN_DIR / "config.yaml",
             store,
             issuer,
             RUN_DIR / "audit.sqlite3",
             template=template.get(args.store, EXAMPLE),
-            **{"listen.port": port_or_free(8080), "admin.port": port_or_free(8090)},
+            **overrides,
         )
-        env = gateway_env(store, secrets.token_hex(16))
+        sts_keys = "demo:" + base64.b64encode(secrets.token_bytes(32)).decode()
+        env = gateway_env(store, secrets.token_hex(16), TRACEGATE_STS_KEYS=sts_keys)
         argv = [str(Path(sys.executable).with_name("tracegate")), "run", "--config", str(config)]
         web_port = port_or_free(8081)
         if args.web:
@@ -408,6 +458,11 @@ def main() -> int:
         ask, listing, approve = approval_walkthrough(url, admin)
         if args.store == "s3":
             print_walkthrough(ask, listing, approve)
+        if args.store == "s3":
+            aws_files = write_aws_envs(url, tokens)
+            listing = aws_listing(aws_files["support"])
+            print("# the AWS CLI (or boto3, polars, rclone...) with no code change, via STS:")
+            print(f"{listing}\n")
         if marker is not None:
             print("# boto3 (the token goes in X-Tracegate-Token; see the file):")
             print(f".venv/bin/python {(RUN_DIR / 'boto3_example.py').relative_to(REPO)}\n")
@@ -419,6 +474,7 @@ def main() -> int:
         ok = check(cmds, tokens, marker)
         if args.store == "s3":
             ok &= check_approval(url, admin, token_env(tokens))
+            ok &= check_aws_cli(listing)
         if args.check:
             return 0 if ok else 1
         print("\ndemo running; press Ctrl-C to stop everything.")

@@ -15,8 +15,14 @@ def test_demo_starts_and_every_printed_command_works():
         timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("[ok ]") == 8
+    assert result.stdout.count("[ok ]") == 9
     assert "incident request held, approved, served: HTTP 200" in result.stdout
+    # S3 tools with no code change: one sourced file of variables, then the AWS CLI.
+    assert "source demo-run/aws/support.env && .venv/bin/aws s3 ls" in result.stdout
+    assert "the AWS CLI through STS: aws s3 ls" in result.stdout
+    for user in ("support", "analyst"):
+        lines = (REPO / "demo-run" / "aws" / f"{user}.env").read_text().splitlines()
+        assert lines and all(line.startswith("export AWS_") for line in lines)
     assert "export SUPPORT_TOKEN=" in result.stdout
     assert "demo: stopping" in result.stdout
 
