@@ -610,3 +610,31 @@ def test_saved_flows_hold_no_token_credentials_or_presigned_signature(tmp_path, 
         signature,
     ):
         assert value.encode() not in saved
+
+
+def test_a_token_for_another_audience_gets_no_credentials(sts_gateway, issuer):
+    token = issuer.token("carol", ["support-engineers"], aud="another-service")
+    response = sts_call(sts_gateway, token)
+    assert response.status_code == 400 and "<Code>InvalidIdentityToken</Code>" in response.text
+
+
+def test_expired_credentials_are_refused_as_expired_token(sts_gateway):
+    import boto3
+
+    from tracegate.identity.principal import Principal
+    from tracegate.identity.session_credentials import CredentialSealer, parse_keys
+
+    carol = Principal("carol", "iss", "demo", ("support-engineers",))
+    sealer = CredentialSealer(parse_keys(STS_KEYS))
+    credentials, token = sealer.mint(carol, "support", "debugging", time.time() - 1, {})
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=sts_gateway.url,
+        region_name="us-east-1",
+        aws_access_key_id=credentials.access_key_id,
+        aws_secret_access_key=credentials.secret_access_key,
+        aws_session_token=token,
+    )
+    with pytest.raises(s3.exceptions.ClientError) as error:
+        s3.get_object(Bucket="traces", Key=KEY)
+    assert error.value.response["Error"]["Code"] == "ExpiredToken"
