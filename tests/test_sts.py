@@ -26,30 +26,59 @@ KEY = "traces/team-a/tr-a001.json"
 STS_KEYS = "k1:" + base64.b64encode(b"s" * 32).decode()
 
 
-@pytest.fixture(scope="module")
-def sts_gateway(tmp_path_factory, store, issuer) -> Iterator[GatewayProcess]:
-    work = tmp_path_factory.mktemp("sts")
+def start_sts_gateway(
+    work: Path, store, issuer, extra_args: tuple[str, ...] = (), **sts: object
+) -> GatewayProcess:
+    """A real mitmdump gateway with STS on, on a port chosen first (clients sign for it)."""
     port = free_port()
     config = write_config(
         work / "config-0.yaml",
         store,
         issuer,
         work / "audit-0.sqlite3",
-        **{"identity.sts": {"enabled": True, "public_host": f"127.0.0.1:{port}"}},
+        **{"identity.sts": {"enabled": True, "public_host": f"127.0.0.1:{port}", **sts}},
     )
-    env = gateway_env(store, "test-hash-key", TRACEGATE_STS_KEYS=STS_KEYS)
-    gateway = GatewayProcess(
+    return GatewayProcess(
         config=config,
-        env=env,
+        env=gateway_env(store, "test-hash-key", TRACEGATE_STS_KEYS=STS_KEYS),
         workdir=work,
-        extra_args=["--listen-port", str(port)],
+        extra_args=["--listen-port", str(port), *extra_args],
         upstream=store.endpoint,
-    )
-    gateway.start()
+    ).start()
+
+
+@pytest.fixture(scope="module")
+def sts_gateway(tmp_path_factory, store, issuer) -> Iterator[GatewayProcess]:
+    gateway = start_sts_gateway(tmp_path_factory.mktemp("sts"), store, issuer)
     try:
         yield gateway
     finally:
         gateway.stop()
+
+
+def process_config(gateway: GatewayProcess, token_file: Path, folder: Path) -> Path:
+    """An AWS config file whose default profile gets credentials from `tracegate credentials`."""
+    command = (
+        f"{BIN / 'tracegate'} credentials --endpoint {gateway.url} "
+        f"--token-file {token_file} --role-arn {ROLE_ARN} --session-name debugging"
+    )
+    config = folder / "aws-config"
+    config.write_text(f"[default]\ncredential_process = {command}\n")
+    return config
+
+
+def read_with_boto3(env: dict[str, str]) -> str:
+    """The trace as a clean boto3 process, configured by `env` alone, reads it."""
+    script = (
+        "import boto3\n"
+        f"answer = boto3.client('s3').get_object(Bucket='traces', Key='{KEY}')\n"
+        "print(answer['Body'].read().decode())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def client_env(gateway: GatewayProcess, token_file: Path, **extra: str) -> dict[str, str]:
@@ -371,28 +400,8 @@ def test_credentials_for_a_purpose_no_longer_configured_are_refused(sts_gateway)
 
 
 def test_short_credentials_are_refreshed_by_the_client(tmp_path, store, issuer, token_file):
-    port = free_port()
-    config = write_config(
-        tmp_path / "config-0.yaml",
-        store,
-        issuer,
-        tmp_path / "audit-0.sqlite3",
-        **{
-            "identity.sts": {
-                "enabled": True,
-                "public_host": f"127.0.0.1:{port}",
-                "max_duration_seconds": 900,  # botocore refreshes 15 min ahead: every call
-            }
-        },
-    )
-    env = gateway_env(store, "test-hash-key", TRACEGATE_STS_KEYS=STS_KEYS)
-    gateway = GatewayProcess(
-        config=config,
-        env=env,
-        workdir=tmp_path,
-        extra_args=["--listen-port", str(port)],
-        upstream=store.endpoint,
-    ).start()
+    # botocore refreshes 15 minutes ahead of expiry: 900-second credentials, on every call.
+    gateway = start_sts_gateway(tmp_path, store, issuer, max_duration_seconds=900)
     try:
         script = (
             "import boto3\ns3 = boto3.client('s3')\n"
@@ -414,29 +423,15 @@ def test_short_credentials_are_refreshed_by_the_client(tmp_path, store, issuer, 
 
 
 def test_credential_process_serves_clients_that_cannot_reach_sts(sts_gateway, token_file, tmp_path):
-    command = (
-        f"{BIN / 'tracegate'} credentials --endpoint {sts_gateway.url} "
-        f"--token-file {token_file} --role-arn {ROLE_ARN} --session-name debugging"
-    )
-    config = tmp_path / "aws-config"
-    config.write_text(f"[default]\ncredential_process = {command}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRACEGATE_"))}
     env.update(
-        AWS_CONFIG_FILE=str(config),
+        AWS_CONFIG_FILE=str(process_config(sts_gateway, token_file, tmp_path)),
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
         AWS_ENDPOINT_URL=sts_gateway.url,
         AWS_REGION="us-east-1",
     )
-    script = (
-        "import boto3\n"
-        f"answer = boto3.client('s3').get_object(Bucket='traces', Key='{KEY}')\n"
-        "print(answer['Body'].read().decode())"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["trace_id"] and PLANTED_EMAIL not in done.stdout
+    out = read_with_boto3(env)
+    assert json.loads(out)["trace_id"] and PLANTED_EMAIL not in out
 
 
 def test_credential_process_reports_a_refusal_in_one_line(sts_gateway, token_file):
@@ -466,16 +461,8 @@ def test_boto3_over_tls_with_the_gateways_certificate(sts_gateway, token_file, t
     https = sts_gateway.url.replace("http://", "https://")
     env = client_env(sts_gateway, token_file, AWS_CA_BUNDLE=str(ca))
     env["AWS_ENDPOINT_URL"] = https
-    script = (
-        "import boto3\n"
-        f"answer = boto3.client('s3').get_object(Bucket='traces', Key='{KEY}')\n"
-        "print(answer['Body'].read().decode())"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["trace_id"] and PLANTED_EMAIL not in done.stdout
+    out = read_with_boto3(env)
+    assert json.loads(out)["trace_id"] and PLANTED_EMAIL not in out
 
 
 def test_polars_reads_a_jsonl_trace_from_environment_variables_alone(sts_gateway, token_file):
@@ -499,12 +486,7 @@ def test_polars_reads_a_jsonl_trace_from_environment_variables_alone(sts_gateway
 def test_rclone_cats_a_trace_with_env_auth(sts_gateway, token_file, tmp_path, how):
     env = client_env(sts_gateway, token_file, AWS_ENDPOINT_URL_STS=sts_gateway.url)
     if how == "credential_process":
-        command = (
-            f"{BIN / 'tracegate'} credentials --endpoint {sts_gateway.url} "
-            f"--token-file {token_file} --role-arn {ROLE_ARN} --session-name debugging"
-        )
-        config = tmp_path / "aws-config"
-        config.write_text(f"[default]\ncredential_process = {command}\n")
+        config = process_config(sts_gateway, token_file, tmp_path)
         for name in ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME"):
             del env[name]
         env["AWS_CONFIG_FILE"] = str(config)
@@ -541,12 +523,7 @@ print(json.dumps([str(r) for r in rows]))
 
 
 def test_duckdb_reads_a_trace_with_a_credential_chain_secret(sts_gateway, token_file, tmp_path):
-    command = (
-        f"{BIN / 'tracegate'} credentials --endpoint {sts_gateway.url} "
-        f"--token-file {token_file} --role-arn {ROLE_ARN} --session-name debugging"
-    )
-    config = tmp_path / "aws-config"
-    config.write_text(f"[default]\ncredential_process = {command}\n")
+    config = process_config(sts_gateway, token_file, tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRACEGATE_"))}
     env.update(AWS_CONFIG_FILE=str(config), AWS_SHARED_CREDENTIALS_FILE=os.devnull)
     host = sts_gateway.url.removeprefix("http://")
@@ -569,22 +546,10 @@ def test_saved_flows_hold_no_token_credentials_or_presigned_signature(tmp_path, 
     import boto3
     from botocore.config import Config
 
-    port = free_port()
-    config = write_config(
-        tmp_path / "config-0.yaml",
-        store,
-        issuer,
-        tmp_path / "audit-0.sqlite3",
-        **{"identity.sts": {"enabled": True, "public_host": f"127.0.0.1:{port}"}},
-    )
     flows = tmp_path / "flows.mitm"
-    gateway = GatewayProcess(
-        config=config,
-        env=gateway_env(store, "test-hash-key", TRACEGATE_STS_KEYS=STS_KEYS),
-        workdir=tmp_path,
-        extra_args=["--listen-port", str(port), "--set", f"save_stream_file={flows}"],
-        upstream=store.endpoint,
-    ).start()
+    gateway = start_sts_gateway(
+        tmp_path, store, issuer, extra_args=("--set", f"save_stream_file={flows}")
+    )
     try:
         token = issuer.token("carol", ["support-engineers"])
         credentials = credentials_for(gateway, issuer)
