@@ -375,19 +375,19 @@ def test_a_token_header_still_wins_over_a_signature_with_other_keys(sts_gateway,
     assert PLANTED_EMAIL not in body and json.loads(body)["trace_id"]
 
 
-def test_credentials_for_a_purpose_no_longer_configured_are_refused(sts_gateway):
-    # What a reload that removes a role or purpose does to credentials already handed out.
+def refusal_for_minted(gateway: GatewayProcess, purpose: str, expires_in: float) -> dict:
+    """What the gateway answers to credentials sealed with its own key for `purpose`."""
     import boto3
 
     from tracegate.identity.principal import Principal
     from tracegate.identity.session_credentials import CredentialSealer, parse_keys
 
-    sealer = CredentialSealer(parse_keys(STS_KEYS))  # the gateway's own key
     carol = Principal("carol", "iss", "demo", ("support-engineers",))
-    credentials, token = sealer.mint(carol, "support", "retired", time.time() + 600, {})
+    sealer = CredentialSealer(parse_keys(STS_KEYS))
+    credentials, token = sealer.mint(carol, "support", purpose, time.time() + expires_in, {})
     s3 = boto3.client(
         "s3",
-        endpoint_url=sts_gateway.url,
+        endpoint_url=gateway.url,
         region_name="us-east-1",
         aws_access_key_id=credentials.access_key_id,
         aws_secret_access_key=credentials.secret_access_key,
@@ -395,8 +395,13 @@ def test_credentials_for_a_purpose_no_longer_configured_are_refused(sts_gateway)
     )
     with pytest.raises(s3.exceptions.ClientError) as error:
         s3.get_object(Bucket="traces", Key=KEY)
-    assert error.value.response["Error"]["Code"] == "InvalidAccessKeyId"
-    assert "no longer configured" in error.value.response["Error"]["Message"]
+    return error.value.response["Error"]
+
+
+def test_credentials_for_a_purpose_no_longer_configured_are_refused(sts_gateway):
+    # What a reload that removes a role or purpose does to credentials already handed out.
+    error = refusal_for_minted(sts_gateway, "retired", 600)
+    assert error["Code"] == "InvalidAccessKeyId" and "no longer configured" in error["Message"]
 
 
 def test_short_credentials_are_refreshed_by_the_client(tmp_path, store, issuer, token_file):
@@ -584,22 +589,4 @@ def test_a_token_for_another_audience_gets_no_credentials(sts_gateway, issuer):
 
 
 def test_expired_credentials_are_refused_as_expired_token(sts_gateway):
-    import boto3
-
-    from tracegate.identity.principal import Principal
-    from tracegate.identity.session_credentials import CredentialSealer, parse_keys
-
-    carol = Principal("carol", "iss", "demo", ("support-engineers",))
-    sealer = CredentialSealer(parse_keys(STS_KEYS))
-    credentials, token = sealer.mint(carol, "support", "debugging", time.time() - 1, {})
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=sts_gateway.url,
-        region_name="us-east-1",
-        aws_access_key_id=credentials.access_key_id,
-        aws_secret_access_key=credentials.secret_access_key,
-        aws_session_token=token,
-    )
-    with pytest.raises(s3.exceptions.ClientError) as error:
-        s3.get_object(Bucket="traces", Key=KEY)
-    assert error.value.response["Error"]["Code"] == "ExpiredToken"
+    assert refusal_for_minted(sts_gateway, "debugging", -1)["Code"] == "ExpiredToken"
