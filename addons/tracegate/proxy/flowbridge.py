@@ -39,10 +39,10 @@ def strip_credentials(flow: http.HTTPFlow, identity_headers: Iterable[str]) -> N
     """Drop the client's credentials from the flow, so mitmweb and saved flows never hold them."""
     for name in (*CLIENT_AUTH_HEADERS, *(h.lower() for h in identity_headers)):
         flow.request.headers.pop(name, None)
-    query = flow.request.query
-    signed = [name for name in query if name.lower() in PRESIGN_PARAMS]
-    for name in signed:  # a presigned URL's signature and session token
-        del query[name]
+    if "x-amz-" in flow.request.path.lower():  # a presigned URL's signature and session token
+        query = flow.request.query
+        for name in [name for name in query if name.lower() in PRESIGN_PARAMS]:
+            del query[name]
 
 
 def hide_upstream_signature(flow: http.HTTPFlow, names: Iterable[str] = SIGNING_HEADERS) -> None:
