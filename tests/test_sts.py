@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import BIN, GatewayProcess, audit_rows
-from tracegate.demo.setup import gateway_env, write_config
+from tests.harness import BIN, GatewayProcess, audit_rows, store_gateway
+from tracegate.demo.setup import EXAMPLE, write_config
 from tracegate.demo.store import free_port
 from tracegate.demo.traces import PLANTED_API_KEY, PLANTED_EMAIL
 
@@ -31,20 +31,16 @@ def start_sts_gateway(
 ) -> GatewayProcess:
     """A real mitmdump gateway with STS on, on a port chosen first (clients sign for it)."""
     port = free_port()
-    config = write_config(
-        work / "config-0.yaml",
+    gateway = store_gateway(
+        work,
         store,
         issuer,
-        work / "audit-0.sqlite3",
+        EXAMPLE,
+        env_extra={"TRACEGATE_STS_KEYS": STS_KEYS},
         **{"identity.sts": {"enabled": True, "public_host": f"127.0.0.1:{port}", **sts}},
     )
-    return GatewayProcess(
-        config=config,
-        env=gateway_env(store, "test-hash-key", TRACEGATE_STS_KEYS=STS_KEYS),
-        workdir=work,
-        extra_args=["--listen-port", str(port), *extra_args],
-        upstream=store.endpoint,
-    ).start()
+    gateway.extra_args = ["--listen-port", str(port), *extra_args]
+    return gateway.start()
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +136,7 @@ def test_boto3_configured_only_by_environment_reads_masked_traces(
     assert out["head"] == len(out["body"].encode())
     assert out["keys"] and all(k.startswith("traces/team-a/") for k in out["keys"])
     assert out["other_team"] == "AccessDenied"
-    rows = audit_rows(sts_gateway.config.with_name("audit-0.sqlite3"))
+    rows = audit_rows(sts_gateway.config.with_name("audit.sqlite3"))
     sts_rows = [r for r in rows if r["reason"].startswith("sts: credentials ASIA")]
     assert sts_rows and sts_rows[0]["subject"] == "carol" and sts_rows[0]["status"] == 200
     read = [r for r in rows if r["resource"] == f"s3://traces/{KEY}" and r["method"] == "GET"]
@@ -218,8 +214,8 @@ def test_the_web_identity_token_and_the_credentials_are_kept_nowhere(sts_gateway
     secret = answer.text.split("<SecretAccessKey>")[1].split("<")[0]
     session = answer.text.split("<SessionToken>")[1].split("<")[0]
     time.sleep(0.5)
-    database = sts_gateway.config.with_name("audit-0.sqlite3")
-    stored = b"".join(p.read_bytes() for p in database.parent.glob("audit-0.sqlite3*"))
+    database = sts_gateway.config.with_name("audit.sqlite3")
+    stored = b"".join(p.read_bytes() for p in database.parent.glob("audit.sqlite3*"))
     for value in (token, secret, session):
         assert value.encode() not in stored
     assert token.encode() not in sts_gateway.log_path.read_bytes()
@@ -420,7 +416,7 @@ def test_short_credentials_are_refreshed_by_the_client(tmp_path, store, issuer, 
             timeout=60,
         )
         assert done.returncode == 0, done.stderr
-        rows = audit_rows(tmp_path / "audit-0.sqlite3")
+        rows = audit_rows(tmp_path / "audit.sqlite3")
     finally:
         gateway.stop()
     assert sum(r["reason"].startswith("sts: credentials") for r in rows) >= 2
