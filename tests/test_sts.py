@@ -20,6 +20,7 @@ from tests.harness import BIN, GatewayProcess, audit_rows, store_gateway
 from tracegate.demo.setup import EXAMPLE, write_config
 from tracegate.demo.store import free_port
 from tracegate.demo.traces import PLANTED_API_KEY, PLANTED_EMAIL
+from tracegate.sts import read_answer
 
 ROLE_ARN = "arn:aws:iam::000000000000:role/support"
 KEY = "traces/team-a/tr-a001.json"
@@ -211,8 +212,8 @@ def test_the_web_identity_token_and_the_credentials_are_kept_nowhere(sts_gateway
     token = issuer.token("carol", ["support-engineers"])
     answer = sts_call(sts_gateway, token)
     assert answer.status_code == 200
-    secret = answer.text.split("<SecretAccessKey>")[1].split("<")[0]
-    session = answer.text.split("<SessionToken>")[1].split("<")[0]
+    credentials = read_answer(answer.content)
+    secret, session = credentials["SecretAccessKey"], credentials["SessionToken"]
     time.sleep(0.5)
     database = sts_gateway.config.with_name("audit.sqlite3")
     stored = b"".join(p.read_bytes() for p in database.parent.glob("audit.sqlite3*"))
@@ -226,13 +227,7 @@ def test_a_session_token_changed_by_one_character_is_refused(sts_gateway, issuer
     from botocore.config import Config
 
     answer = sts_call(sts_gateway, issuer.token("carol", ["support-engineers"]))
-    xml = answer.text
-    pick = lambda tag: xml.split(f"<{tag}>")[1].split("<")[0]  # noqa: E731
-    good = {
-        "aws_access_key_id": pick("AccessKeyId"),
-        "aws_secret_access_key": pick("SecretAccessKey"),
-        "aws_session_token": pick("SessionToken"),
-    }
+    good = boto3_credentials(answer)
 
     def get(**credentials: str) -> str:
         s3 = boto3.client(
@@ -257,14 +252,17 @@ def test_a_session_token_changed_by_one_character_is_refused(sts_gateway, issuer
     assert get(**{**good, "aws_access_key_id": other}) == "InvalidToken"
 
 
-def credentials_for(gateway: GatewayProcess, issuer) -> dict[str, str]:
-    xml = sts_call(gateway, issuer.token("carol", ["support-engineers"])).text
-    pick = lambda tag: xml.split(f"<{tag}>")[1].split("<")[0]  # noqa: E731
+def boto3_credentials(answer: httpx.Response) -> dict[str, str]:
+    credentials = read_answer(answer.content)
     return {
-        "aws_access_key_id": pick("AccessKeyId"),
-        "aws_secret_access_key": pick("SecretAccessKey"),
-        "aws_session_token": pick("SessionToken"),
+        "aws_access_key_id": credentials["AccessKeyId"],
+        "aws_secret_access_key": credentials["SecretAccessKey"],
+        "aws_session_token": credentials["SessionToken"],
     }
+
+
+def credentials_for(gateway: GatewayProcess, issuer) -> dict[str, str]:
+    return boto3_credentials(sts_call(gateway, issuer.token("carol", ["support-engineers"])))
 
 
 def test_a_request_signed_twenty_minutes_ago_is_too_skewed(sts_gateway, issuer, monkeypatch):

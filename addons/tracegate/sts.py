@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
+from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from tracegate.config import ConfigError, GatewayConfig
@@ -57,6 +58,33 @@ def error_body(denial: Denial, request_id: str) -> bytes:
         f"<Code>{escape(denial.code)}</Code><Message>{escape(denial.reason)}</Message></Error>"
         f"<RequestId>{escape(request_id)}</RequestId></ErrorResponse>"
     ).encode()
+
+
+class StsRefused(Exception):
+    """An STS error answer: its code and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+def read_answer(xml: bytes | str) -> dict[str, str]:
+    """AccessKeyId, SecretAccessKey, SessionToken and Expiration of an AssumeRoleWithWebIdentity
+    answer; StsRefused for an STS error, ValueError for anything else."""
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        raise ValueError("not STS XML") from None
+    ns = {"sts": STS_NS}
+    if root.tag == f"{{{STS_NS}}}ErrorResponse":
+        code = root.findtext(".//sts:Error/sts:Code", default="?", namespaces=ns)
+        message = root.findtext(".//sts:Error/sts:Message", default="", namespaces=ns)
+        raise StsRefused(code, message)
+    credentials = root.find(".//sts:Credentials", ns)
+    if credentials is None:
+        raise ValueError("the STS answer holds no Credentials")
+    fields = ("AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration")
+    return {f: credentials.findtext(f"sts:{f}", default="", namespaces=ns) for f in fields}
 
 
 def load_sealer(config: GatewayConfig) -> CredentialSealer:

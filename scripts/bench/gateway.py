@@ -51,6 +51,7 @@ from tracegate.demo.langfuse import LocalLangfuse  # noqa: E402
 from tracegate.demo.setup import LANGFUSE_EXAMPLE, gateway_env, write_config  # noqa: E402
 from tracegate.demo.store import LocalS3, free_port  # noqa: E402
 from tracegate.demo.traces import sample_objects  # noqa: E402
+from tracegate.sts import read_answer  # noqa: E402
 
 KEY = "traces/team-a/tr-a001.json"
 REALISTIC_KEY = "traces/team-a/export-10k.json"
@@ -292,9 +293,10 @@ def sts_signed_headers(gateway: str, path: str, token: str) -> dict[str, str]:
         "RoleSessionName": "debugging",
         "WebIdentityToken": token,
     }
-    xml = httpx.post(gateway + "/", data=form, timeout=15).text
-    pick = lambda tag: xml.split(f"<{tag}>")[1].split("<")[0]  # noqa: E731
-    credentials = Credentials(pick("AccessKeyId"), pick("SecretAccessKey"), pick("SessionToken"))
+    answer = read_answer(httpx.post(gateway + "/", data=form, timeout=15).content)
+    credentials = Credentials(
+        answer["AccessKeyId"], answer["SecretAccessKey"], answer["SessionToken"]
+    )
     request = AWSRequest(method="GET", url=gateway + path, headers={"host": gateway[7:]})
     S3SigV4Auth(credentials, "s3", "us-east-1").add_auth(request)
     return dict(request.headers.items())

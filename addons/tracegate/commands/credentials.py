@@ -11,14 +11,11 @@ import argparse
 import json
 import os
 from pathlib import Path
-from xml.etree import ElementTree
 
 import httpx
 
 from tracegate.commands import fail
-from tracegate.sts import ACTION, STS_NS, VERSION
-
-NS = {"sts": STS_NS}
+from tracegate.sts import ACTION, VERSION, StsRefused, read_answer
 
 
 def cmd_credentials(args: argparse.Namespace) -> int:
@@ -47,29 +44,10 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     except httpx.HTTPError as exc:
         return fail(f"cannot reach {args.endpoint}: {exc}")
     try:
-        root = ElementTree.fromstring(answer.content)
-    except ElementTree.ParseError:
-        return fail(f"{args.endpoint} answered {answer.status_code} without STS XML")
-    if answer.status_code != 200:
-        code = root.findtext(".//sts:Error/sts:Code", default="?", namespaces=NS)
-        message = root.findtext(".//sts:Error/sts:Message", default="", namespaces=NS)
-        return fail(f"STS refused: {code}: {message}")
-    credentials = root.find(".//sts:Credentials", NS)
-    if credentials is None:
-        return fail("the STS answer holds no Credentials")
-
-    def field(name: str) -> str:
-        return credentials.findtext(f"sts:{name}", default="", namespaces=NS)
-
-    print(
-        json.dumps(
-            {
-                "Version": 1,
-                "AccessKeyId": field("AccessKeyId"),
-                "SecretAccessKey": field("SecretAccessKey"),
-                "SessionToken": field("SessionToken"),
-                "Expiration": field("Expiration"),
-            }
-        )
-    )
+        credentials = read_answer(answer.content)
+    except StsRefused as refused:
+        return fail(f"STS refused: {refused}")
+    except ValueError as exc:
+        return fail(f"{args.endpoint} answered {answer.status_code}: {exc}")
+    print(json.dumps({"Version": 1, **credentials}))
     return 0
