@@ -225,43 +225,39 @@ class StsService:
     def authenticate(self, request: IncomingRequest) -> SessionCredentials:
         """The credentials that signed this request, once its signature holds."""
         query = sigv4.split_query(request.raw_query)
-        try:
-            signed = sigv4.parse(dict(request.headers), query)
-            if signed.service != "s3" or signed.region != self.sts.region:
-                raise sigv4.SignatureError(
-                    400,
-                    "AuthorizationHeaderMalformed",
-                    f"the credential scope must be {self.sts.region}/s3",
-                )
-            if not signed.security_token:
-                raise sigv4.SignatureError(
-                    403, "InvalidAccessKeyId", "these credentials need X-Amz-Security-Token"
-                )
-            sigv4.check_time(signed, datetime.now(UTC))
-            try:
-                credentials = self.sealer.open(signed.access_key_id, signed.security_token)
-            except CredentialError as exc:
-                status = 400 if exc.code == "ExpiredToken" else 403
-                raise sigv4.SignatureError(status, exc.code, exc.message) from None
-            values = _header_values(request, self.sts.public_host or "")
-            sigv4.verify(
-                request.method,
-                request.path,
-                query,
-                values,
-                signed,
-                credentials.secret_access_key,
+        signed = sigv4.parse(dict(request.headers), query)
+        if signed.service != "s3" or signed.region != self.sts.region:
+            raise sigv4.SignatureError(
+                400,
+                "AuthorizationHeaderMalformed",
+                f"the credential scope must be {self.sts.region}/s3",
             )
-        except sigv4.SignatureError as error:
-            raise Denial(error.status, error.code, error.message, "signature") from None
+        if not signed.security_token:
+            raise sigv4.SignatureError(
+                403, "InvalidAccessKeyId", "these credentials need X-Amz-Security-Token"
+            )
+        sigv4.check_time(signed, datetime.now(UTC))
+        try:
+            credentials = self.sealer.open(signed.access_key_id, signed.security_token)
+        except CredentialError as exc:
+            status = 400 if exc.code == "ExpiredToken" else 403
+            raise sigv4.SignatureError(status, exc.code, exc.message) from None
+        values = _header_values(request, self.sts.public_host or "")
+        sigv4.verify(
+            request.method,
+            request.path,
+            query,
+            values,
+            signed,
+            credentials.secret_access_key,
+        )
         if credentials.role not in self.config.roles or (
             credentials.purpose not in self.config.roles[credentials.role].scopes
         ):
-            raise Denial(
+            raise sigv4.SignatureError(
                 403,
                 "InvalidAccessKeyId",
                 "the role or purpose of these credentials is no longer configured",
-                "signature",
             )
         return credentials
 

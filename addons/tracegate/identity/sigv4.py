@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
 
+from tracegate.denial import Denial
+
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW = timedelta(minutes=15)
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
@@ -40,13 +42,11 @@ _SIGNATURE = re.compile(r"^[0-9a-f]{64}$")
 _DATE = "%Y%m%dT%H%M%SZ"
 
 
-@dataclass
-class SignatureError(Exception):
+class SignatureError(Denial):
     """Why a signature is refused, with the S3 error code its clients understand."""
 
-    status: int
-    code: str
-    message: str
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, code, message, "signature")
 
 
 @dataclass(frozen=True)
@@ -236,20 +236,17 @@ def expected_signature(canonical: str, signed: SignedRequest, secret: str) -> st
 
 def check_time(signed: SignedRequest, now: datetime) -> None:
     """Header signatures within the skew of now; presigned URLs until they expire."""
-    if signed.timestamp - now > MAX_SKEW:
-        raise SignatureError(
-            403, "RequestTimeTooSkewed", "the request time is more than 15 minutes ahead"
-        )
-    if signed.presigned:
-        assert signed.expires is not None
-        if now > signed.timestamp + timedelta(seconds=signed.expires):
-            raise SignatureError(403, "AccessDenied", "Request has expired")
-    elif now - signed.timestamp > MAX_SKEW:
+    behind = now - signed.timestamp > MAX_SKEW and not signed.presigned
+    if signed.timestamp - now > MAX_SKEW or behind:
         raise SignatureError(
             403,
             "RequestTimeTooSkewed",
             "the difference between the request time and the current time is too large",
         )
+    if signed.presigned:
+        assert signed.expires is not None
+        if now > signed.timestamp + timedelta(seconds=signed.expires):
+            raise SignatureError(403, "AccessDenied", "Request has expired")
 
 
 def verify(
