@@ -182,12 +182,18 @@ class Masker:
         return b"\n".join(out) + (b"\n" if out else b"")
 
     def mask_body(
-        self, body: bytes, kind: str, report: MaskReport, indent: int | None = None
+        self,
+        body: bytes,
+        kind: str,
+        report: MaskReport,
+        indent: int | None = None,
+        digest: str | None = None,
     ) -> bytes:
-        """The masked body; `indent` pretty-prints JSON (for people reading `tracegate mask`)."""
+        """The masked body; `indent` pretty-prints JSON (for people reading `tracegate mask`);
+        `digest` is the body's SHA-256 hex when the caller has computed it."""
         if kind not in ("json", "jsonl"):
             raise BodyError(f"cannot mask content of kind {kind!r}")
-        key = self._bodies.key(body, kind, indent)
+        key = self._bodies.key(body, kind, indent, digest)
         if key is not None:
             masked = self._bodies.get(key, report)
             if masked is not None:

@@ -28,10 +28,13 @@ class MaskedBodies:
         self._lock = threading.Lock()  # large bodies are masked in worker threads
 
     @staticmethod
-    def key(body: bytes, kind: str, indent: int | None) -> tuple[str, str, int | None] | None:
+    def key(
+        body: bytes, kind: str, indent: int | None, digest: str | None = None
+    ) -> tuple[str, str, int | None] | None:
+        """`digest`: the body's SHA-256 when the caller has it already (the gateway does)."""
         if len(body) > MAX_BODY:
             return None
-        return hashlib.sha256(body).hexdigest(), kind, indent
+        return digest or hashlib.sha256(body).hexdigest(), kind, indent
 
     def get(self, key: tuple[str, str, int | None], report: MaskReport) -> bytes | None:
         """The masked body, with what masking it reported added to `report`."""

@@ -130,7 +130,8 @@ class S3Store(SignedStoreAdapter):
         conditions = exchange.store_state or ObjectConditions()
         kind = document_kind(headers.get("content-type"), access.key)
         try:
-            masked = masker.mask_body(body, kind, exchange.report)
+            # Gateway.respond hashed exactly these bytes for the audit row.
+            masked = masker.mask_body(body, kind, exchange.report, digest=exchange.upstream_sha256)
         except BodyError as exc:
             raise Denial(502, "UnmaskableContent", f"{access.key}: {exc}") from None
         etag = s3.etag_for(masked)
