@@ -132,9 +132,9 @@ class Gateway:
         via = ""
         # A token header wins: SDKs hooked to send one sign with keys tracegate ignores.
         signed = self.sts is not None and not request.header(self.config.identity.token_header)
-        if signed and sigv4.sigv2_attempt(dict(request.headers), request.query):
+        if signed and sigv4.sigv2_attempt(request.headers, request.query):
             raise Denial(400, "InvalidRequest", SIGV2_FIX)
-        if signed and sigv4.is_sigv4(dict(request.headers), request.query):
+        if signed and sigv4.is_sigv4(request.headers, request.query):
             assert self.sts is not None
             credentials = self.sts.authenticate(request)
             exchange.principal = credentials.principal()

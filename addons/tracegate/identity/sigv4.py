@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
@@ -66,14 +66,14 @@ class SignedRequest:
     expires: int | None = None  # presigned: seconds the URL is valid from `timestamp`
 
 
-def is_sigv4(headers: dict[str, str], query: Sequence[tuple[str, str]]) -> bool:
+def is_sigv4(headers: Mapping[str, str], query: Sequence[tuple[str, str]]) -> bool:
     """Whether the request carries a SigV4 signature, in its header or its query."""
     if headers.get("authorization", "").startswith(ALGORITHM):
         return True
     return any(name.lower() == "x-amz-algorithm" for name, _ in query)
 
 
-def sigv2_attempt(headers: dict[str, str], query: Sequence[tuple[str, str]]) -> bool:
+def sigv2_attempt(headers: Mapping[str, str], query: Sequence[tuple[str, str]]) -> bool:
     """An AWS signature of the old kind (`AWS AKID:sig` or `?AWSAccessKeyId=...&Signature=`)."""
     if headers.get("authorization", "").startswith("AWS "):
         return True
