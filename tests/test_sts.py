@@ -481,6 +481,25 @@ def test_polars_reads_a_jsonl_trace_from_environment_variables_alone(sts_gateway
     assert rows and "@example.com" not in done.stdout  # each line names its user's email
 
 
+def test_pandas_reads_a_jsonl_trace_through_s3fs_from_environment_variables_alone(
+    sts_gateway, token_file
+):
+    # pandas opens s3:// with s3fs, which signs with aiobotocore (botocore's async twin): the
+    # web identity call, the endpoint and the region all come from the same variables as boto3.
+    env = client_env(sts_gateway, token_file)
+    script = (
+        "import pandas as pd\n"
+        "frame = pd.read_json('s3://traces/traces/team-a/chats/2026-11-20.jsonl', lines=True)\n"
+        "print(frame.to_json(orient='records'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(done.stdout)
+    assert rows and "@example.com" not in done.stdout  # each line names its user's email
+
+
 @pytest.mark.parametrize("how", ["web_identity", "credential_process"])
 def test_rclone_cats_a_trace_with_env_auth(sts_gateway, token_file, tmp_path, how):
     env = client_env(sts_gateway, token_file, AWS_ENDPOINT_URL_STS=sts_gateway.url)
@@ -539,6 +558,95 @@ def test_duckdb_reads_a_trace_with_a_credential_chain_secret(sts_gateway, token_
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "tr-a001" in done.stdout and PLANTED_EMAIL not in done.stdout
+
+
+# *.localhost is loopback (RFC 6761), but this machine's resolver does not know it: the client
+# process is given that one rule, and nothing else of the client changes.
+LOCALHOST_NAMES = """
+import socket
+_resolve = socket.getaddrinfo
+def _loopback(host, *args, **kwargs):
+    if isinstance(host, str) and host.endswith(".localhost"):
+        host = "127.0.0.1"
+    return _resolve(host, *args, **kwargs)
+socket.getaddrinfo = _loopback
+"""
+
+VIRTUAL_SCRIPT = """
+import json, sys, boto3
+s3 = boto3.client("s3")
+out = {"body": s3.get_object(Bucket="traces", Key=sys.argv[1])["Body"].read().decode()}
+listing = s3.list_objects_v2(Bucket="traces", Prefix="traces/team-a/")
+out["keys"] = [o["Key"] for o in listing.get("Contents", [])]
+key = {"Bucket": "traces", "Key": sys.argv[1]}
+out["url"] = s3.generate_presigned_url("get_object", Params=key)
+print(json.dumps(out))
+"""
+
+
+def test_virtual_hosted_requests_name_the_bucket_in_the_host(tmp_path, store, issuer, token_file):
+    # SDKs address `<bucket>.<endpoint host>` for a named endpoint; boto3 does with
+    # `addressing_style = virtual` in its config file. Header auth and a presigned URL both work.
+    port = free_port()
+    gateway = store_gateway(
+        tmp_path,
+        store,
+        issuer,
+        EXAMPLE,
+        env_extra={"TRACEGATE_STS_KEYS": STS_KEYS},
+        **{"identity.sts": {"enabled": True, "public_host": f"localhost:{port}"}},
+    )
+    gateway.extra_args = ["--listen-port", str(port)]
+    gateway.start()
+    try:
+        config = tmp_path / "aws-config"
+        config.write_text(
+            "[default]\ns3 =\n    addressing_style = virtual\n    signature_version = s3v4\n"
+        )
+        env = client_env(gateway, token_file)
+        env.update(AWS_ENDPOINT_URL=f"http://localhost:{port}", AWS_CONFIG_FILE=str(config))
+        done = subprocess.run(
+            [sys.executable, "-c", LOCALHOST_NAMES + VIRTUAL_SCRIPT, KEY],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        out = json.loads(done.stdout)
+        assert out["url"].startswith(f"http://traces.localhost:{port}/traces/team-a/")
+        assert json.loads(out["body"])["trace_id"] and PLANTED_EMAIL not in out["body"]
+        assert out["keys"] and all(k.startswith("traces/team-a/") for k in out["keys"])
+        fetched = subprocess.run(
+            ["curl", "-sS", "--resolve", f"traces.localhost:{port}:127.0.0.1", out["url"]],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert json.loads(fetched.stdout)["trace_id"] and PLANTED_EMAIL not in fetched.stdout
+        rows = audit_rows(gateway.workdir / "audit.sqlite3")
+        assert {"GetObject", "ListObjectsV2"} <= {r["operation"] for r in rows}
+    finally:
+        gateway.stop()
+
+
+def test_a_signature_for_another_host_is_refused_naming_the_public_host(sts_gateway, issuer):
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    keys = credentials_for(sts_gateway, issuer)
+    url = f"http://s3.amazonaws.com/traces/{KEY}"
+    request = AWSRequest("GET", url, headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+    credentials = Credentials(
+        keys["aws_access_key_id"], keys["aws_secret_access_key"], keys["aws_session_token"]
+    )
+    S3SigV4Auth(credentials, "s3", "us-east-1").add_auth(request)
+    headers = {**dict(request.headers.items()), "host": "s3.amazonaws.com"}
+    answer = httpx.get(f"{sts_gateway.url}/traces/{KEY}", headers=headers)
+    assert answer.status_code == 403
+    assert b"<Code>SignatureDoesNotMatch</Code>" in answer.content
+    assert b"identity.sts.public_host" in answer.content and b"s3.amazonaws.com" in answer.content
 
 
 def test_saved_flows_hold_no_token_credentials_or_presigned_signature(tmp_path, store, issuer):

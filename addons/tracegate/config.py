@@ -151,7 +151,8 @@ class StsConfig(Strict):
     # the first seals new credentials): from this environment variable or a file, never here.
     keys_env: str = "TRACEGATE_STS_KEYS"
     keys_file: str | None = None
-    # The host[:port] clients sign for: mitmproxy rewrites Host before any addon sees it.
+    # The host[:port] clients address and sign for: path-style requests name it, virtual-hosted
+    # ones `<bucket>.<public_host>` (the SDKs' default for a named endpoint).
     public_host: str | None = None
     region: str = "us-east-1"
     account_id: str = Field("000000000000", pattern=r"^\d{12}$")

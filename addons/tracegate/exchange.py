@@ -41,6 +41,9 @@ class IncomingRequest:
     raw_query: str = ""  # as sent, for SigV4 (a `+` there is a plus, not a space)
     # Every header value in order, lower-case names (a signature covers repeated ones too).
     all_headers: tuple[tuple[str, str], ...] = ()
+    # The Host (HTTP/1) or :authority (HTTP/2) the client sent: mitmproxy keeps it as is
+    # (`keep_host_header`), so SigV4 and virtual-hosted addressing read what was signed.
+    host: str = ""
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

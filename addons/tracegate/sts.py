@@ -34,6 +34,7 @@ from tracegate.identity.session_credentials import (
     parse_keys,
 )
 from tracegate.policy import roles_of
+from tracegate.stores.s3 import virtual_bucket
 
 STS_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
 ACTION = "AssumeRoleWithWebIdentity"
@@ -242,7 +243,14 @@ class StsService:
         except CredentialError as exc:
             status = 400 if exc.code == "ExpiredToken" else 403
             raise sigv4.SignatureError(status, exc.code, exc.message) from None
-        values = _header_values(request, self.sts.public_host or "")
+        if not addressed_to(request.host, self.sts.public_host or ""):
+            raise sigv4.SignatureError(
+                403,
+                "SignatureDoesNotMatch",
+                f"the request is addressed to {request.host!r}, not to this gateway's "
+                f"identity.sts.public_host {self.sts.public_host!r} (or <bucket>.<public_host>)",
+            )
+        values = _header_values(request)
         sigv4.verify(
             request.method,
             request.path,
@@ -278,13 +286,20 @@ def _params(request: IncomingRequest) -> list[tuple[str, str]]:
     return pairs
 
 
-def _header_values(request: IncomingRequest, public_host: str) -> Any:
-    """Each signed header's values as the client sent them; `host` is the public one."""
+def addressed_to(host: str, public_host: str) -> bool:
+    """The request names the gateway: path style (`public_host`) or virtual-hosted
+    (`<bucket>.<public_host>`); a signature made for any other host is not for us."""
+    return host.lower() == public_host.lower() or virtual_bucket(host, public_host) is not None
+
+
+def _header_values(request: IncomingRequest) -> Any:
+    """Each signed header's values as the client sent them (`host` is HTTP/2's :authority
+    too, which mitmproxy keeps apart from the headers)."""
     lists: Mapping[str, list[str]] = request.header_lists()
 
     def values(name: str) -> list[str]:
         if name == "host":
-            return [public_host]
+            return [request.host] if request.host else list(lists.get(name, []))
         return list(lists.get(name, []))
 
     return values

@@ -23,6 +23,7 @@ from tracegate.proxy.optionslock import OptionsLock
 from tracegate.proxy.requestgate import RequestGate
 from tracegate.proxy.responsefilter import ResponseFilter
 from tracegate.proxy.runtime import Runtime
+from tracegate.proxy.storeservername import StoreServerName
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def gateway_addons(runtime: Runtime) -> list[object]:
         ConfigWatcher(runtime),
         AdminListener(runtime),
         OptionsLock(runtime),
+        StoreServerName(),
         approvals,
         RequestGate(runtime, approvals),
         ResponseFilter(runtime, approvals),

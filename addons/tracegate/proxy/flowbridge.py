@@ -32,6 +32,7 @@ def incoming(flow: http.HTTPFlow) -> IncomingRequest:
         body=request.raw_content or b"",
         raw_query=request.path.partition("?")[2],
         all_headers=tuple(every),
+        host=request.host_header or "",
     )
 
 

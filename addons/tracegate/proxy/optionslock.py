@@ -43,7 +43,14 @@ REFUSED_IF_SET = {
     "udp_hosts": [],
     "server_replay": [],
 }
-FORCED = {"websocket": False, "connection_strategy": "lazy", "anticomp": False}
+# keep_host_header: the client's Host reaches the addons (SigV4 covers it, and a
+# virtual-hosted request names its bucket there); the store gets the gateway's own Host anyway.
+FORCED = {
+    "websocket": False,
+    "connection_strategy": "lazy",
+    "anticomp": False,
+    "keep_host_header": True,
+}
 
 
 def backstop_body_limit(max_body_bytes: int) -> str:

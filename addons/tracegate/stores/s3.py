@@ -98,6 +98,19 @@ class Access:
         return "/" + quote(f"{self.bucket}/{self.key}", safe="/~")
 
 
+def virtual_bucket(host: str, public_host: str) -> str | None:
+    """The bucket a virtual-hosted request names (`Host: <bucket>.<public_host>`), if it is one."""
+    bucket, _, rest = host.lower().partition(".")
+    return bucket if bucket and rest == public_host.lower() else None
+
+
+def path_style(raw_path: str, host: str, public_host: str | None) -> str:
+    """A virtual-hosted request (path `/key`) as the path-style one it stands for
+    (`/bucket/key`); any other request as it came."""
+    bucket = virtual_bucket(host, public_host) if public_host else None
+    return f"/{bucket}{raw_path}" if bucket and raw_path.startswith("/") else raw_path
+
+
 def canonical_parts(raw_path: str) -> tuple[str, str | None]:
     """Split `/bucket/key...` into bucket and key, refusing anything ambiguous."""
     if not raw_path.startswith("/"):

@@ -45,7 +45,8 @@ class S3Store(SignedStoreAdapter):
         self.upstream = config.upstream
 
     def parse(self, request: IncomingRequest) -> s3.Access:
-        return s3.parse_request(request.method, request.path, request.query, self.upstream.bucket)
+        path = s3.path_style(request.path, request.host, self.config.identity.sts.public_host)
+        return s3.parse_request(request.method, path, request.query, self.upstream.bucket)
 
     def upstream_request(self, exchange: Exchange) -> UpstreamRequest:
         access = exchange.access
