@@ -306,6 +306,113 @@ def check_aws_cli(listing: str) -> bool:
     return ok
 
 
+AUDIT_ORIGIN = "tracegate.demo/audit"
+TRACEGATE = ".venv/bin/tracegate"
+
+
+class AuditWitness:
+    """The demo's checkpoint key and a `tracegate witness` on loopback: every checkpoint the
+    gateway signs is cosigned by it and appended to demo-run/checkpoints/."""
+
+    def __init__(self) -> None:
+        self.key = RUN_DIR / "audit-key.pem"
+        self.vkey = RUN_DIR / "audit-key.pem.vkey"
+        self.state = RUN_DIR / "witness-state.json"
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+        self.witness_key = ""
+
+    def start(self) -> None:
+        tracegate = str(Path(sys.executable).with_name("tracegate"))
+        if not self.key.exists():
+            argv = [tracegate, "audit", "keygen", str(self.key), "--origin", AUDIT_ORIGIN]
+            subprocess.run(argv, check=True, capture_output=True)
+        self.state.unlink(missing_ok=True)  # a fresh audit trail: the witness starts over too
+        self.process = subprocess.Popen(
+            [tracegate, "witness", "--state", str(self.state), "--key",
+             str(RUN_DIR / "witness.pem"), "--name", "tracegate.demo/witness",
+             "--log-key", str(self.vkey), "--port", str(port_or_free(8091))],
+            stdout=subprocess.PIPE, stderr=open(RUN_DIR / "witness.log", "wb"),  # noqa: SIM115
+            text=True,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().rsplit(" ", 1)[1].strip()
+        self.witness_key = self.process.stdout.readline().rsplit(" ", 1)[1].strip()
+
+    def overrides(self) -> dict:
+        return {
+            "audit.signing_key_file": str(self.key),
+            "audit.log_origin": AUDIT_ORIGIN,
+            "audit.checkpoint_every_seconds": 2,
+            "audit.publish": [
+                {"directory": str(RUN_DIR / "checkpoints")},
+                {"witness": {"url": self.url, "key": self.witness_key}},
+            ],
+        }
+
+    def commands(self, flow_id: str) -> list[tuple[str, str, str]]:
+        audit = (RUN_DIR / "audit.sqlite3").relative_to(REPO)
+        vkey = self.vkey.relative_to(REPO)
+        proof = (RUN_DIR / "flow.tlog-proof").relative_to(REPO)
+        return [
+            (
+                "every entry, node and signed checkpoint, and what the witness cosigned",
+                f"{TRACEGATE} audit verify {audit} --public-key {vkey} --witness {self.url}",
+                ": ok",
+            ),
+            (
+                "one flow's proof, for an auditor who never sees the database",
+                f"{TRACEGATE} audit prove {audit} {flow_id} -o {proof}",
+                "check it:",
+            ),
+            (
+                "checked offline: the log's signature, the inclusion, the witness's cosignature",
+                f"{TRACEGATE} audit check-proof {proof} --entry {proof}.entry "
+                f"--public-key {vkey} --witness-key {self.witness_key}",
+                ": ok: entry",
+            ),
+        ]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def last_served_flow() -> str:
+    import sqlite3
+
+    conn = sqlite3.connect(RUN_DIR / "audit.sqlite3")
+    try:
+        found = conn.execute(
+            "SELECT flow_id FROM flows WHERE decision = 'allow' AND status = 200 "
+            "ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    finally:
+        conn.close()
+    return found[0] if found else "FLOW_ID"
+
+
+def check_audit(commands: list[tuple[str, str, str]]) -> bool:
+    """The printed audit commands, as printed (the proof once a checkpoint covers the flow)."""
+    ok = True
+    for description, command, expected in commands:
+        deadline = time.monotonic() + 15
+        while True:
+            done = subprocess.run(
+                ["bash", "-c", command], capture_output=True, text=True, cwd=REPO, timeout=60
+            )
+            if expected in done.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)  # the covering checkpoint is at most checkpoint_every_seconds away
+        good = done.returncode == 0 and expected in done.stdout
+        ok &= good
+        print(f"  [{'ok ' if good else 'FAIL'}] audit: {description}")
+        if not good:
+            print((done.stdout + done.stderr)[-2000:])
+    return ok
+
+
 def config_admin_port(config: Path) -> int:
     import yaml
 
@@ -383,6 +490,7 @@ def main() -> int:
         store = (LocalDynamo if dynamo else LocalS3)(port=port_or_free(9000))
     issuer = TokenIssuer()
     gateway: subprocess.Popen | None = None
+    witness = AuditWitness()
     try:
         if isinstance(store, LocalLangfuse):
             print("demo: starting a local Langfuse-shaped API (basic auth, two tenants)...")
@@ -393,9 +501,14 @@ def main() -> int:
             store.start(log=RUN_DIR / "moto.log")
             store.seed(dynamodb_items() if dynamo else sample_objects())  # type: ignore[arg-type]
         issuer.serve(port=port_or_free(8900))
+        witness.start()
         template = {"dynamodb": DYNAMODB_EXAMPLE, "langfuse": LANGFUSE_EXAMPLE}
         listen_port = port_or_free(8080)
-        overrides: dict = {"listen.port": listen_port, "admin.port": port_or_free(8090)}
+        overrides: dict = {
+            "listen.port": listen_port,
+            "admin.port": port_or_free(8090),
+            **witness.overrides(),
+        }
         if args.store == "s3":  # S3 tools unchanged: the gateway is also their STS endpoint
             overrides["identity.sts"] = {
                 "enabled": True,
@@ -475,6 +588,13 @@ def main() -> int:
         if args.store == "s3":
             ok &= check_approval(url, admin, token_env(tokens))
             ok &= check_aws_cli(listing)
+        audit_commands = witness.commands(last_served_flow())
+        print("\n# the audit trail as an auditor checks it (checkpoints signed every 2 s,")
+        print(f"# cosigned by the witness at {witness.url}, copied to demo-run/checkpoints/):")
+        for description, command, _ in audit_commands:
+            print(f"# {description}\n{command}")
+        print()
+        ok &= check_audit(audit_commands)
         if args.check:
             return 0 if ok else 1
         print("\ndemo running; press Ctrl-C to stop everything.")
@@ -495,6 +615,7 @@ def main() -> int:
                 gateway.kill()
         issuer.stop()
         store.stop()
+        witness.stop()
 
 
 if __name__ == "__main__":

@@ -615,7 +615,7 @@ def test_the_approvals_command_lists_shows_approves_and_denies(make_gateway, tok
     assert unreachable.returncode == 1 and "Traceback" not in unreachable.stderr
 
 
-def test_approval_events_are_chained_and_verify_finds_an_edited_one(make_gateway, tokens):
+def test_approval_events_are_in_the_log_and_verify_finds_an_edited_one(make_gateway, tokens):
     gateway = make_gateway(**{RULES: rules()})
     pending = in_background(fetch, gateway, tokens["alice"])
     [approval] = wait_pending(gateway, tokens["sec1"])
@@ -633,7 +633,7 @@ def test_approval_events_are_chained_and_verify_finds_an_edited_one(make_gateway
     conn.close()
     broken = subprocess.run(verify, capture_output=True, text=True, timeout=30)
     assert broken.returncode == 1
-    assert "approval event 2: content does not match its hash" in broken.stderr
+    assert "(approval event 2): its row does not match its leaf (edited)" in broken.stderr
 
 
 def test_an_undecided_approval_expires_and_is_announced(make_gateway, tokens):

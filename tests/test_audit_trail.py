@@ -1,4 +1,4 @@
-"""The audit trail: hash chain, signed checkpoints, policy versions, sessions, reading, export."""
+"""The audit trail: Merkle log, signed checkpoints, policy versions, sessions, reading, export."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import subprocess
 import httpx
 import pytest
 
-from tests.harness import BIN, audit_rows
-from tracegate.audit.chain import SigningKey, load_public_key, row_hash, verify
+from tests.harness import BIN, REPO, audit_rows, gateway_env, write_config
+from tracegate.audit.integrity import check_proof, entry_of, prove, verify
+from tracegate.audit.keys import SigningKey, log_verifier
+from tracegate.audit.tlog import MerkleLog
 
 A_TRACE = "/traces/traces/team-a/tr-a001.json"
+ORIGIN = "tracegate.local/audit"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -40,14 +43,14 @@ def recorded(make_gateway, issuer, tmp_path):
         httpx.get(gateway.url + A_TRACE, headers={"Authorization": f"Bearer {other}"})
     httpx.get(gateway.url + A_TRACE)
     gateway.stop()  # everything flushed; the file is ours now
-    return gateway.config.with_name("audit-0.sqlite3"), key.with_name(key.name + ".pub")
+    return gateway.config.with_name("audit-0.sqlite3"), key.with_name(key.name + ".vkey")
 
 
 def test_an_untouched_trail_verifies(recorded):
     database, public = recorded
-    result = verify(database, load_public_key(public))
+    result = verify(database, log_verifier(str(public), None))
     assert result.ok, result.problems
-    assert result.rows == 8 and result.checkpoints >= 2
+    assert result.rows == 8 and result.entries == 8 and result.checkpoints >= 2
     cli = run_cli("audit", "verify", str(database), "--public-key", str(public))
     assert cli.returncode == 0 and "8 rows" in cli.stdout and ": ok" in cli.stdout
 
@@ -63,26 +66,33 @@ def tamper(database, *statements):
 @pytest.mark.parametrize(
     ("statements", "expected"),
     [
-        (["UPDATE flows SET decision = 'allow' WHERE id = 2"], "row 2: content does not match"),
-        (["DELETE FROM flows WHERE id = 4"], "row 5: expected row 4 next"),
+        (
+            ["UPDATE flows SET decision = 'allow' WHERE id = 2"],
+            "entry 1 (flow 2): its row does not match its leaf (edited)",
+        ),
+        (["DELETE FROM flows WHERE id = 4"], "entry 3 (flow 4): its row is missing (deleted)"),
         (
             [
                 "UPDATE flows SET id = 100 WHERE id = 3",
                 "UPDATE flows SET id = 3 WHERE id = 5",
                 "UPDATE flows SET id = 5 WHERE id = 100",
             ],
-            "row 3: does not link to the row before it",
+            "entry 2 (flow 3): its row does not match its leaf (edited)",
         ),
         (
             [
-                "INSERT INTO flows (id, ts, flow_id, method, path, decision, reason, status, "
-                "prev_hash, row_hash) SELECT 9, ts, 'forged', 'GET', '/x', 'allow', '', 200, "
-                "row_hash, 'f00' FROM flows WHERE id = 8"
+                "INSERT INTO flows (id, ts, flow_id, method, path, decision, reason, status) "
+                "SELECT 9, ts, 'forged', 'GET', '/x', 'allow', '', 200 FROM flows WHERE id = 8"
             ],
-            "row 9: content does not match",
+            "flow 9: not in the log (inserted)",
+        ),
+        (["DELETE FROM log_nodes WHERE level = 1 AND idx = 1"], "log level 1: 3 nodes, 4"),
+        (
+            ["UPDATE log_nodes SET hash = zeroblob(32) WHERE level = 2 AND idx = 0"],
+            "log node 0 at level 2: does not match its children",
         ),
     ],
-    ids=["edited", "deleted", "reordered", "appended"],
+    ids=["edited", "deleted", "reordered", "appended", "node-deleted", "node-edited"],
 )
 def test_verify_finds_tampering_and_says_where(recorded, statements, expected):
     database, public = recorded
@@ -92,30 +102,35 @@ def test_verify_finds_tampering_and_says_where(recorded, statements, expected):
     assert expected in cli.stderr, cli.stderr
 
 
-def test_rewriting_the_whole_chain_is_caught_by_the_signed_checkpoints(recorded):
+def test_rebuilding_the_whole_log_is_caught_by_the_signed_checkpoints(recorded):
     database, public = recorded
-    # An attacker without the signing key edits a row and recomputes every hash after it.
-    conn = sqlite3.connect(database)
+    # An attacker without the signing key edits a row and rebuilds the tree from every row.
+    conn = sqlite3.connect(database, isolation_level=None)
     conn.row_factory = sqlite3.Row
-    with conn:
-        conn.execute("UPDATE flows SET subject = 'someone-else' WHERE id = 1")
-        prev = "0" * 64
-        for row in [dict(r) for r in conn.execute("SELECT * FROM flows ORDER BY id")]:
-            row["prev_hash"] = prev
-            prev = row_hash(prev, row)
-            conn.execute(
-                "UPDATE flows SET prev_hash = ?, row_hash = ? WHERE id = ?",
-                (row["prev_hash"], prev, row["id"]),
-            )
+    conn.execute("BEGIN")
+    conn.execute("UPDATE flows SET subject = 'someone-else' WHERE id = 1")
+    entries = [(k, r, entry_of(conn, k, r, e)) for _, k, r, e in MerkleLog(conn).entries()]
+    conn.execute("DELETE FROM log_nodes")
+    conn.execute("DELETE FROM log_entries")
+    MerkleLog(conn).append(entries)
+    conn.execute("COMMIT")
     conn.close()
-    result = verify(database, load_public_key(public))
-    assert any("no longer matches the signed hash" in p for p in result.problems)
+    result = verify(database, log_verifier(str(public), None))
+    assert not any("does not match its leaf" in p for p in result.problems)
+    assert any("no longer matches its signed root" in p for p in result.problems)
 
 
 def test_a_forged_checkpoint_signature_is_caught(recorded):
     database, public = recorded
-    tamper(database, "UPDATE checkpoints SET signature = replace(signature, 'a', 'b')")
-    result = verify(database, load_public_key(public))
+    conn = sqlite3.connect(database)
+    with conn:
+        note = conn.execute("SELECT note FROM log_checkpoints LIMIT 1").fetchone()[0]
+        body, _, line = note.rpartition("\u2014 ")
+        name, _, blob = line.partition(" ")
+        forged = body + "\u2014 " + name + " " + blob[:10] + ("A" if blob[10] != "A" else "B")
+        conn.execute("UPDATE log_checkpoints SET note = ?", (forged + blob[11:],))
+    conn.close()
+    result = verify(database, log_verifier(str(public), None))
     assert any("signature does not verify" in p for p in result.problems)
 
 
@@ -214,13 +229,20 @@ def test_sessions_end_after_the_idle_window():
     assert tracker.session_for("token:a") != first
 
 
-def test_kill_9_under_load_loses_no_row_of_a_served_response(make_gateway, issuer):
+def test_kill_9_under_load_loses_no_row_and_every_checkpointed_entry_proves(
+    make_gateway, issuer, tmp_path
+):
     import os
     import signal
     import threading
     import time
 
-    gateway = make_gateway(how="run")
+    key = tmp_path / "kill.pem"
+    SigningKey.generate(key, ORIGIN)
+    gateway = make_gateway(
+        how="run",
+        **{"audit.signing_key_file": str(key), "audit.checkpoint_every_rows": 50},
+    )
     token = issuer.token("heidi@example.com", ["support-engineers"])
     received: list[str] = []
     lock = threading.Lock()
@@ -248,8 +270,64 @@ def test_kill_9_under_load_loses_no_row_of_a_served_response(make_gateway, issue
     recorded = {row["flow_id"] for row in audit_rows(database)}
     assert len(received) > 50
     assert set(received) <= recorded  # every response a client got has its row
-    result = verify(database)
+    public = log_verifier(str(key.with_name("kill.pem.vkey")), None)
+    result = verify(database, public)
     assert result.ok, result.problems
+    # Every entry a signed checkpoint covers has a proof that checks with the public key only.
+    conn = sqlite3.connect(database)
+    (signed,) = conn.execute("SELECT MAX(size) FROM log_checkpoints").fetchone()
+    flows = conn.execute(
+        "SELECT f.flow_id FROM flows f JOIN log_entries e ON e.kind = 'flow' AND e.ref = f.id "
+        "WHERE e.idx < ? ORDER BY e.idx",
+        (signed,),
+    ).fetchall()
+    conn.close()
+    assert signed and len(flows) == signed
+    for (flow_id,) in flows:
+        made = prove(database, flow_id)
+        check_proof(made.proof, made.entry, public)
+
+
+CHAIN_FORMAT = REPO / "tests" / "data" / "chain-format.sqlite3"  # written by the last release
+
+
+def test_a_hash_chain_file_is_refused_in_one_line_then_migrated(store, issuer, tmp_path):
+    import shutil
+
+    database = tmp_path / "audit.sqlite3"
+    shutil.copy(CHAIN_FORMAT, database)
+    config = write_config(tmp_path / "config.yaml", store, issuer, database)
+    refused = subprocess.run(
+        [str(BIN / "tracegate"), "run", "--config", str(config)],
+        env=gateway_env(store),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    assert f"run `tracegate audit migrate {database}` once" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    migrated = run_cli("audit", "migrate", str(database))
+    assert migrated.returncode == 0, migrated.stderr
+    assert "5 rows and 2 approval events" in migrated.stdout
+    result = verify(database)
+    assert result.ok and result.entries == 7, result.problems
+    again = run_cli("audit", "migrate", str(database))
+    assert again.returncode == 1 and "nothing to migrate" in again.stderr
+
+
+def test_a_broken_hash_chain_is_not_migrated(tmp_path):
+    import shutil
+
+    database = tmp_path / "old.sqlite3"
+    shutil.copy(CHAIN_FORMAT, database)
+    tamper(database, "UPDATE flows SET subject = 'mallory' WHERE id = 3")
+    refused = run_cli("audit", "migrate", str(database))
+    assert refused.returncode == 1 and "row 3: the old hash chain breaks here" in refused.stderr
+    conn = sqlite3.connect(database)
+    tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert "log_entries" not in tables  # nothing of the migration stayed
 
 
 @pytest.fixture
@@ -260,7 +338,8 @@ def dated_trail(tmp_path):
     from tracegate.audit import AuditLog, AuditRecord
 
     key_path = tmp_path / "k.pem"
-    public = SigningKey.generate(key_path)
+    SigningKey.generate(key_path, ORIGIN)
+    public = log_verifier(str(key_path.with_name("k.pem.vkey")), None)
     database = tmp_path / "dated.sqlite3"
     log = AuditLog(database, signing_key=SigningKey.load(key_path), checkpoint_every_rows=4)
     log.open()
@@ -284,39 +363,39 @@ def dated_trail(tmp_path):
     return database, key_path, public
 
 
-def test_prune_leaves_a_signed_anchor_and_the_rest_still_verifies(dated_trail):
+def test_prune_drops_rows_but_every_checkpoint_and_proof_still_holds(dated_trail, tmp_path):
     database, key, public = dated_trail
+    before = prove(database, "f8")
     cli = run_cli("audit", "prune", str(database), "--before", "2026-06-01", "--key", str(key))
-    assert cli.returncode == 0 and "removed 5 rows" in cli.stdout
+    assert cli.returncode == 0 and "removed 5 rows" in cli.stdout, cli.stderr
     assert [r["flow_id"] for r in audit_rows(database)] == [f"f{m}" for m in range(6, 11)]
-    result = verify(database, load_public_key(public))
+    result = verify(database, public)
     assert result.ok, result.problems
-    # New rows keep linking after a prune.
+    assert result.entries == 11 and result.checkpoints >= 3  # 10 rows and the prune
+    # A proof made before the prune still checks, and so does a new one.
+    check_proof(before.proof, before.entry, public)
+    after = prove(database, "f8")
+    assert check_proof(after.proof, after.entry, public).checkpoint.size == 11
     import asyncio
 
     from tracegate.audit import AuditLog, AuditRecord
 
-    log = AuditLog(database, signing_key=SigningKey.load(key))
+    log = AuditLog(database, signing_key=SigningKey.load(key), origin=ORIGIN)
     log.open()
     asyncio.run(log.record(AuditRecord("new", "GET", "/y", "allow", "", 200)))
     log.close()
-    assert verify(database, load_public_key(public)).ok
+    assert verify(database, public).ok
 
 
-def test_removing_the_prune_anchor_or_forging_one_is_caught(dated_trail, tmp_path):
+def test_rows_deleted_past_the_prune_or_an_edited_prune_entry_are_caught(dated_trail):
     database, key, public = dated_trail
     run_cli("audit", "prune", str(database), "--before", "2026-06-01", "--key", str(key))
-    forged_key = tmp_path / "forged.pem"
-    SigningKey.generate(forged_key)
-    # Deleting more rows and re-anchoring with another key: the signature gives it away.
-    from tracegate.audit.chain import prune
-
-    prune(database, "2026-08-01", SigningKey.load(forged_key))
-    result = verify(database, load_public_key(public))
-    assert any("signature does not verify" in p for p in result.problems)
-    tamper(database, "DELETE FROM checkpoints WHERE kind = 'prune'")
-    result = verify(database, load_public_key(public))
-    assert any("expected row 1 next" in p for p in result.problems)
+    tamper(database, "DELETE FROM flows WHERE flow_id = 'f7'")
+    result = verify(database, public)
+    assert any("entry 6 (flow 7): its row is missing (deleted)" in p for p in result.problems)
+    tamper(database, "UPDATE log_entries SET entry = replace(entry, '4', '9') WHERE kind = 'prune'")
+    result = verify(database, public)
+    assert any("(prune): does not match its leaf (edited)" in p for p in result.problems)
 
 
 def test_export_mitm_opens_in_mitmproxys_reader_with_exactly_what_was_served(

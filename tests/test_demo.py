@@ -1,9 +1,21 @@
+import fcntl
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
 from tests.harness import REPO
+
+
+@pytest.fixture(autouse=True)
+def one_demo_at_a_time() -> Iterator[None]:
+    """The demos share demo-run/ (config, audit file, keys) and their preferred ports: a lock
+    file makes the test workers take turns."""
+    (REPO / "demo-run").mkdir(exist_ok=True)
+    with open(REPO / "demo-run" / ".test-lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def test_demo_starts_and_every_printed_command_works():
@@ -12,10 +24,10 @@ def test_demo_starts_and_every_printed_command_works():
         [sys.executable, str(REPO / "scripts" / "demo.py"), "--check"],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=240,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("[ok ]") == 9
+    assert result.stdout.count("[ok ]") == 12
     assert "incident request held, approved, served: HTTP 200" in result.stdout
     # S3 tools with no code change: one sourced file of variables, then the AWS CLI.
     assert "source demo-run/aws/support.env && .venv/bin/aws s3 ls" in result.stdout
@@ -25,6 +37,12 @@ def test_demo_starts_and_every_printed_command_works():
         assert lines and all(line.startswith("export AWS_") for line in lines)
     assert "export SUPPORT_TOKEN=" in result.stdout
     assert "demo: stopping" in result.stdout
+    # The audit trail: verify (signatures and witness), prove one flow, check it offline.
+    for line in ("audit verify demo-run/audit.sqlite3 --public-key demo-run/audit-key.pem.vkey "
+                 "--witness http://", "audit prove demo-run/audit.sqlite3 ",
+                 "audit check-proof demo-run/flow.tlog-proof --entry "):  # fmt: skip
+        assert line in result.stdout
+    assert "[ok ] audit: checked offline" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -39,8 +57,8 @@ def test_the_other_store_demos_start_and_every_printed_command_works(store, prin
         [sys.executable, str(REPO / "scripts" / "demo.py"), "--store", store, "--check"],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=240,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("[ok ]") == 6 and "[FAIL]" not in result.stdout
+    assert result.stdout.count("[ok ]") == 9 and "[FAIL]" not in result.stdout
     assert printed in result.stdout

@@ -17,6 +17,9 @@ from tracegate.commands.check import cmd_check
 from tracegate.commands.credentials import cmd_credentials
 from tracegate.commands.mask import cmd_mask
 from tracegate.commands.run import cmd_run
+from tracegate.commands.witness import cmd_witness
+
+ORIGIN = "tracegate.local/audit"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,10 +60,40 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="read, verify and export the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     keygen = audit_sub.add_parser("keygen", help="create an Ed25519 checkpoint signing key")
-    keygen.add_argument("path", help="where to write the private key (PATH.pub: public key)")
-    verify = audit_sub.add_parser("verify", help="check the hash chain and signed checkpoints")
+    keygen.add_argument("path", help="the private key (PATH.pub: PEM public key, PATH.vkey)")
+    keygen.add_argument("--origin", default=ORIGIN, help=f"the log's origin (default {ORIGIN})")
+    key_help = "the log's verifier key (.vkey file or string) or PEM public key"
+    verify = audit_sub.add_parser(
+        "verify", help="check every entry, node and checkpoint of the Merkle log"
+    )
     verify.add_argument("database")
-    verify.add_argument("--public-key", help="the checkpoint public key (PEM)")
+    verify.add_argument("--public-key", help=key_help)
+    verify.add_argument("--origin", help="the log's origin (with a PEM key)")
+    verify.add_argument(
+        "--witness", help="a witness URL, its state file, or a directory sink's checkpoints file"
+    )
+    prove = audit_sub.add_parser("prove", help="write a tlog-proof that a flow is in the log")
+    prove.add_argument("database")
+    prove.add_argument("flow_id")
+    prove.add_argument("-o", "--output", required=True, help="the proof (FILE.entry: the entry)")
+    check_proof = audit_sub.add_parser(
+        "check-proof", help="verify a tlog-proof offline, without the database"
+    )
+    check_proof.add_argument("proof")
+    check_proof.add_argument("--entry", required=True, help="the entry file `prove` wrote")
+    check_proof.add_argument("--public-key", required=True, help=key_help)
+    check_proof.add_argument("--origin", help="the log's origin (with a PEM key)")
+    check_proof.add_argument(
+        "--witness-key", action="append", default=[], help="a witness's verifier key (repeat)"
+    )
+    migrate = audit_sub.add_parser(
+        "migrate", help="bring a hash-chain audit file into the Merkle log (checks it first)"
+    )
+    migrate.add_argument("database")
+    checkpoint = audit_sub.add_parser("checkpoint", help="sign a checkpoint of the log now")
+    checkpoint.add_argument("database")
+    checkpoint.add_argument("--key", required=True, help="the checkpoint signing key (PEM)")
+    checkpoint.add_argument("--origin", default=ORIGIN, help="the log's origin")
     for name, text in (
         ("sessions", "list sessions (one client connection each)"),
         ("search", "list flows matching filters"),
@@ -79,10 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("-o", "--output", required=True)
         else:
             command.add_argument("--json", action="store_true")
-    prune_cmd = audit_sub.add_parser("prune", help="remove old rows, leaving a signed anchor")
+    prune_cmd = audit_sub.add_parser(
+        "prune", help="drop old rows and bodies; their leaves (and every proof) stay"
+    )
     prune_cmd.add_argument("database")
     prune_cmd.add_argument("--before", required=True, help="ISO date/time, e.g. 2026-06-01")
-    prune_cmd.add_argument("--key", required=True, help="the checkpoint signing key (PEM)")
+    prune_cmd.add_argument("--key", help="sign a checkpoint after the prune (PEM)")
+    prune_cmd.add_argument("--origin", default=ORIGIN, help="the log's origin (with --key)")
     replay = audit_sub.add_parser(
         "replay", help="what a requester saw; re-run it (--against-store)"
     )
@@ -101,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=cmd_audit)
 
     approvals.add_parser(sub)
+
+    witness = sub.add_parser("witness", help="run a C2SP tlog-witness for tracegate logs")
+    witness.add_argument("--state", required=True, help="JSON file of what it cosigned")
+    witness.add_argument("--key", required=True, help="its Ed25519 key (PEM; created if absent)")
+    witness.add_argument("--name", default="tracegate.local/witness", help="its key name")
+    witness.add_argument(
+        "--log-key", action="append", required=True, help="a log's verifier key (repeat)"
+    )
+    witness.add_argument("--host", default="127.0.0.1")
+    witness.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    witness.set_defaults(func=cmd_witness)
 
     check = sub.add_parser("check", help="validate a config file offline")
     check.add_argument("config", help="the YAML config")

@@ -209,6 +209,55 @@ class MaskingConfig(Strict):
     hash_key_env: str = "TRACEGATE_HASH_KEY"
 
 
+class WitnessTarget(Strict):
+    """A C2SP tlog-witness: its submission prefix and its cosignature verifier key."""
+
+    url: str = Field(pattern=r"^https?://")
+    key: str  # name+keyid+base64 (type 0x04), as `tracegate witness` prints it
+
+    @field_validator("key")
+    @classmethod
+    def _vkey(cls, key: str) -> str:
+        from tracegate.audit.note import COSIGNATURE_V1, NoteError, Verifier
+
+        try:
+            verifier = Verifier.parse(key)
+        except NoteError as exc:
+            raise ValueError(str(exc)) from None
+        if verifier.kind != COSIGNATURE_V1:
+            raise ValueError("a witness key is a cosignature key (type 0x04)")
+        return key
+
+
+class ObjectLockTarget(Strict):
+    """An S3 bucket created with Object Lock: each checkpoint is kept in COMPLIANCE mode."""
+
+    bucket: str
+    endpoint: str | None = None  # None: AWS's own for the region
+    region: str = "us-east-1"
+    prefix: str = "checkpoints/"
+    retain_days: int = Field(365, ge=1)
+    credentials: CredentialsConfig = CredentialsConfig(
+        access_key_id_env="TRACEGATE_CHECKPOINT_ACCESS_KEY_ID",
+        secret_access_key_env="TRACEGATE_CHECKPOINT_SECRET_ACCESS_KEY",
+        session_token_env="TRACEGATE_CHECKPOINT_SESSION_TOKEN",
+    )
+
+
+class PublishTarget(Strict):
+    """Where each signed checkpoint goes besides the database: exactly one of these."""
+
+    directory: str | None = None
+    witness: WitnessTarget | None = None
+    object_lock: ObjectLockTarget | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> PublishTarget:
+        if sum(x is not None for x in (self.directory, self.witness, self.object_lock)) != 1:
+            raise ValueError("give exactly one of directory, witness or object_lock")
+        return self
+
+
 class AuditConfig(Strict):
     path: str = "tracegate-audit.sqlite3"
     batch_max_rows: int = Field(256, ge=1)
@@ -229,6 +278,10 @@ class AuditConfig(Strict):
     session_idle_seconds: float = Field(900, gt=0)
     checkpoint_every_rows: int = Field(1000, ge=1)
     checkpoint_every_seconds: float = Field(60.0, gt=0)
+    # The log's name in its checkpoints (C2SP origin line): one per log, never reused.
+    log_origin: str = Field("tracegate.local/audit", pattern=r"^[^\s+]+$")
+    # Off-box copies of every checkpoint (they catch a database cut short).
+    publish: list[PublishTarget] = []
 
 
 class MaskRule(Strict):

@@ -108,6 +108,7 @@ class Exchange:
     bytes_returned: int | None = None
     returned_sha256: str | None = None
     token_digest: str | None = None  # in memory only: groups a token's flows into a session
+    identity: str | None = None  # how the identity came: oidc, saml, "sts <access key id>"
     session_id: str | None = None
     denial_code: str | None = None
     denial_category: str = ""
@@ -183,6 +184,7 @@ class Exchange:
             upstream_sha256=self.upstream_sha256,
             returned_sha256=self.returned_sha256,
             approval=self.approval,
+            identity=self.identity,
         )
 
 

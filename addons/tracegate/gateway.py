@@ -142,9 +142,12 @@ class Gateway:
             role, purpose = credentials.role, credentials.purpose  # fixed when they were minted
             request = replace(request, query=unsigned_query(request.query))
             via = f"; identity: sts credentials {credentials.access_key_id}"
+            exchange.identity = f"sts {credentials.access_key_id}"
         elif saml and self.saml is not None:
+            exchange.identity = "saml"
             exchange.principal = self.saml.validate(saml)
         else:
+            exchange.identity = "oidc"
             token = bearer_token(dict(request.headers), self.config.identity.token_header)
             exchange.token_digest = hashlib.sha256(token.encode()).hexdigest()
             exchange.principal = await self.validator.validate(token)
@@ -175,6 +178,7 @@ class Gateway:
         """An STS call, answered here: the credentials, or STS's own error."""
         assert self.sts is not None
         exchange.sts_call = True
+        exchange.identity = "sts web identity"
         answer, (principal, credentials) = await self.sts.assume_role(exchange.request)
         exchange.principal = principal
         exchange.roles = roles_of(principal, self.config)

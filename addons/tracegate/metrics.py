@@ -37,6 +37,12 @@ class GatewayMetrics:
         self.token_failures = Counter(
             "tracegate_token_failures", "Rejected identity tokens by reason", ["reason"], registry=r
         )
+        self.checkpoint_publish_failures = Counter(
+            "tracegate_checkpoint_publish_failures",
+            "Signed checkpoints a sink (directory, witness, object lock) did not take",
+            ["sink"],
+            registry=r,
+        )
         self.approvals_pending = Gauge(
             "tracegate_approvals_pending", "Approvals waiting for a decision", registry=r
         )

@@ -2,8 +2,8 @@
 
 All reads and writes run on one worker thread that owns the connection, so the proxy's event
 loop never waits on disk. A decision is committed before anyone acts on it: the held flow reads
-the in-memory copy, which is replaced only after the transaction succeeded. Events form a hash
-chain of their own (`approval_events`), verified by `tracegate audit verify`.
+the in-memory copy, which is replaced only after the transaction succeeded. Every event enters
+the audit's Merkle log in the same transaction (`audit.tlog`), beside the flow rows.
 """
 
 from __future__ import annotations
@@ -28,22 +28,11 @@ from tracegate.approvals.model import (
     Approval,
     Vote,
 )
-from tracegate.audit.chain import GENESIS, row_hash
+from tracegate.audit.tlog import APPROVAL_EVENT_COLUMNS, MerkleLog, entry_bytes
 
 APPROVALS_TABLE = "approvals"
 EVENTS_TABLE = "approval_events"
-EVENT_COLUMNS = (
-    "id",
-    "ts",
-    "approval_id",
-    "flow_id",
-    "event",
-    "actor",
-    "how",
-    "detail",
-    "prev_hash",
-    "row_hash",
-)
+EVENT_COLUMNS = APPROVAL_EVENT_COLUMNS
 _TYPES = {int: "INTEGER", float: "REAL", str: "TEXT"}
 T = TypeVar("T")
 KEEP_DECIDED_SECONDS = 3600.0  # decided approvals stay in memory this long for held flows
@@ -88,7 +77,6 @@ class ApprovalStore:
         self._busy = busy_timeout_ms / 1000
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tracegate-approvals")
         self._db: sqlite3.Connection | None = None
-        self._last_hash = GENESIS
         self._last_id = 0
         # Approvals this process may be holding a flow for: pending ones and recent decisions.
         self.live: dict[str, Approval] = {}
@@ -131,13 +119,15 @@ class ApprovalStore:
         )
         db.execute(
             f"CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (id INTEGER PRIMARY KEY, ts TEXT, "
-            "approval_id TEXT, flow_id TEXT, event TEXT, actor TEXT, how TEXT, detail TEXT, "
-            "prev_hash TEXT, row_hash TEXT)"
+            "approval_id TEXT, flow_id TEXT, event TEXT, actor TEXT, how TEXT, detail TEXT)"
         )
         db.execute(f"CREATE INDEX IF NOT EXISTS events_approval ON {EVENTS_TABLE} (approval_id)")
-        last = db.execute(f"SELECT id, row_hash FROM {EVENTS_TABLE} ORDER BY id DESC LIMIT 1")
-        row = last.fetchone()
-        self._last_id, self._last_hash = (row[0], row[1]) if row else (0, GENESIS)
+        MerkleLog.create(db)
+        (last,) = db.execute(
+            f"SELECT MAX(COALESCE((SELECT MAX(id) FROM {EVENTS_TABLE}), 0), COALESCE((SELECT "
+            "MAX(ref) FROM log_entries WHERE kind = 'approval_event'), 0))"
+        ).fetchone()
+        self._last_id = int(last)
         self._db = db
         for found in db.execute(f"SELECT * FROM {APPROVALS_TABLE} WHERE status = ?", (PENDING,)):
             approval = Approval.from_row(dict(found))
@@ -255,7 +245,7 @@ class ApprovalStore:
 
     def _transaction(self, work: Callable[[sqlite3.Connection], None]) -> None:
         db = self._conn
-        last = (self._last_id, self._last_hash)
+        last = self._last_id
         try:
             db.execute("BEGIN IMMEDIATE")
             work(db)
@@ -263,7 +253,7 @@ class ApprovalStore:
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            self._last_id, self._last_hash = last
+            self._last_id = last
             raise
 
     def _append_event(
@@ -286,14 +276,14 @@ class ApprovalStore:
             "actor": actor,
             "how": how,
             "detail": json.dumps(detail, sort_keys=True),
-            "prev_hash": self._last_hash,
         }
-        row["row_hash"] = self._last_hash = row_hash(self._last_hash, row)
         db.execute(
             f"INSERT INTO {EVENTS_TABLE} ({', '.join(EVENT_COLUMNS)}) VALUES "
             f"({', '.join(':' + c for c in EVENT_COLUMNS)})",
             row,
         )
+        entry = entry_bytes("approval_event", row, EVENT_COLUMNS)
+        MerkleLog(db).append([("approval_event", row["id"], entry)])
 
     def _save(self, db: sqlite3.Connection, approval: Approval) -> None:
         row = approval.to_row()

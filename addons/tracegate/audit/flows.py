@@ -58,7 +58,7 @@ def to_flow(row: dict[str, Any], body: dict[str, Any] | None) -> http.HTTPFlow:
             "reason",
             "policy_version",
             "session_id",
-            "row_hash",
+            "identity",
         )
     }
     if body is not None and body["truncated"]:

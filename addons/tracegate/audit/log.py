@@ -1,7 +1,9 @@
 """SQLite audit rows, written by one thread in batched transactions.
 
 Flows await `record()`, which resolves only once the row's transaction has committed, so a
-response is never released unrecorded and the event loop never waits on disk I/O.
+response is never released unrecorded and the event loop never waits on disk I/O. Each row
+enters the Merkle log (`audit.tlog`) in the same transaction; checkpoints of the log are signed
+every N rows or M seconds and handed to the publishers (off-box sinks, witnesses).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,13 @@ from typing import Any
 import sqlite_utils
 
 from tracegate.audit.bodies import body_digest
-from tracegate.audit.chain import GENESIS, SigningKey, checkpoint_message, row_hash
+from tracegate.audit.keys import SigningKey
+from tracegate.audit.tlog import (
+    LogForked,
+    MerkleLog,
+    SignedCheckpoint,
+    entry_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +61,11 @@ COLUMNS: dict[str, type] = {
     "returned_sha256": str,
     "approval": str,  # JSON: the approval that held this flow, or the grant it used
     "body_sha256": str,  # digest of its `bodies` record (audit.bodies.body_digest), or null
-    "prev_hash": str,
-    "row_hash": str,
+    # How the identity came: "oidc", "saml", or "sts ASIA..." (the access key id, never a secret)
+    "identity": str,
 }
+# Columns added since the first release: an older file gains them (null in its old rows).
+ADDED_COLUMNS = ("identity",)
 POLICIES_TABLE = "policies"
 BODIES_TABLE = "bodies"
 BODY_COLUMNS: dict[str, type] = {
@@ -70,7 +81,6 @@ BODY_COLUMNS: dict[str, type] = {
 INSERT_BODY = "INSERT INTO {} ({}) VALUES ({})".format(
     BODIES_TABLE, ", ".join(BODY_COLUMNS), ", ".join(f":{c}" for c in BODY_COLUMNS)
 )
-CHECKPOINTS_TABLE = "checkpoints"
 
 
 INSERT_ROW = "INSERT INTO {} ({}) VALUES ({})".format(
@@ -116,6 +126,7 @@ class AuditRecord:
     upstream_sha256: str | None = None
     returned_sha256: str | None = None
     approval: dict[str, Any] | None = None
+    identity: str | None = None
     # What the requester saw (BODY_COLUMNS), kept in `bodies`; None: digests only.
     body: dict[str, Any] | None = None
 
@@ -143,13 +154,15 @@ class AuditLog:
         signing_key: SigningKey | None = None,
         checkpoint_every_rows: int = 1000,
         checkpoint_every_seconds: float = 60.0,
+        origin: str = "tracegate.local/audit",
+        publish: Callable[[SignedCheckpoint], None] | None = None,
     ) -> None:
         self.path = Path(path)
-        self._signing_key = signing_key
+        self._signer = signing_key.signer(origin) if signing_key else None
+        self._publish = publish
         self._checkpoint_rows = checkpoint_every_rows
         self._checkpoint_seconds = checkpoint_every_seconds
         self._last_id = 0
-        self._last_hash = GENESIS
         self._since_checkpoint = 0
         self._checkpoint_at = time.monotonic()
         self._busy_timeout = busy_timeout_ms / 1000
@@ -159,6 +172,7 @@ class AuditLog:
         self._thread: threading.Thread | None = None
         self.failures = 0
         self.written = 0
+        self.checkpoint_failures = 0
 
     def open(self) -> None:
         """Create the schema synchronously so an unwritable path fails start-up, not a flow."""
@@ -198,13 +212,23 @@ class AuditLog:
         db.execute("PRAGMA synchronous=FULL")
         tables = set(db.table_names())
         if FLOWS_TABLE in tables:
-            missing = set(COLUMNS) - set(db[FLOWS_TABLE].columns_dict)
+            existing = set(db[FLOWS_TABLE].columns_dict)
+            if "prev_hash" in existing and not _logged(db.conn):
+                db.conn.close()
+                raise AuditSchemaError(
+                    f"{self.path}: written in the hash-chain format; run `tracegate audit "
+                    f"migrate {self.path}` once (it checks the old chain, then builds the log)"
+                )
+            missing = set(COLUMNS) - existing - set(ADDED_COLUMNS)
             if missing:
                 db.conn.close()
                 raise AuditSchemaError(
                     f"{self.path}: written by an older tracegate (no {', '.join(sorted(missing))}"
                     "); move it aside to start a new audit trail"
                 )
+            for name in ADDED_COLUMNS:
+                if name not in existing:
+                    db.execute(f"ALTER TABLE {FLOWS_TABLE} ADD COLUMN {name} TEXT")
         if FLOWS_TABLE not in tables:
             db[FLOWS_TABLE].create(COLUMNS, pk="id")
             db[FLOWS_TABLE].create_index(["flow_id"])
@@ -214,34 +238,18 @@ class AuditLog:
             db[BODIES_TABLE].create(BODY_COLUMNS, pk="flow_id")
         if POLICIES_TABLE not in tables:
             db[POLICIES_TABLE].create({"version": str, "ts": str, "config": str}, pk="version")
-        if CHECKPOINTS_TABLE not in tables:
-            db[CHECKPOINTS_TABLE].create(
-                {
-                    "id": int,
-                    "row_id": int,
-                    "row_hash": str,
-                    "ts": str,
-                    "signature": str,
-                    "key_id": str,
-                    "kind": str,
-                },
-                pk="id",
-            )
-        if resume:  # only the opener and the writer thread own the chain state
-            self._resume_chain(db)
+        MerkleLog.create(db.conn)
+        if resume:  # only the opener and the writer thread number the rows
+            self._resume(db.conn)
         return db
 
-    def _resume_chain(self, db: sqlite_utils.Database) -> None:
-        """Continue the chain after the last durable row (or the last prune anchor)."""
-        last = db.execute(f"SELECT id, row_hash FROM {FLOWS_TABLE} ORDER BY id DESC LIMIT 1")
-        row = last.fetchone()
-        if row is None:
-            anchor = db.execute(
-                f"SELECT row_id, row_hash FROM {CHECKPOINTS_TABLE} WHERE kind = 'prune' "
-                "ORDER BY row_id DESC LIMIT 1"
-            ).fetchone()
-            row = anchor or (0, GENESIS)
-        self._last_id, self._last_hash = row[0], row[1]
+    def _resume(self, conn: sqlite3.Connection) -> None:
+        """Continue after the last row ever written (pruned rows keep their log entries)."""
+        (last,) = conn.execute(
+            f"SELECT MAX(COALESCE((SELECT MAX(id) FROM {FLOWS_TABLE}), 0), "
+            "COALESCE((SELECT MAX(ref) FROM log_entries WHERE kind = 'flow'), 0))"
+        ).fetchone()
+        self._last_id = int(last)
 
     def record_policy(self, version: str, config_json: str) -> None:
         """Store the effective config once per version, so every row's version can be read."""
@@ -256,39 +264,61 @@ class AuditLog:
         finally:
             db.conn.close()
 
-    def _chain(self, rows: list[dict[str, Any]]) -> None:
+    def _number(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             self._last_id += 1
             row["id"] = self._last_id
-            row["prev_hash"] = self._last_hash
-            row["row_hash"] = self._last_hash = row_hash(self._last_hash, row)
 
     def _maybe_checkpoint(self, db: sqlite_utils.Database, written: int) -> None:
         self._since_checkpoint += written
         due = self._since_checkpoint >= self._checkpoint_rows or (
             time.monotonic() - self._checkpoint_at >= self._checkpoint_seconds
         )
-        if self._signing_key is None or not due or self._last_id == 0:
+        if self._signer is None or not due:
             return
-        self.checkpoint(db, kind="periodic")
+        self.checkpoint(db.conn)
 
-    def checkpoint(self, db: sqlite_utils.Database, kind: str) -> None:
-        assert self._signing_key is not None
-        ts = _now()
-        signature = self._signing_key.sign(checkpoint_message(self._last_id, self._last_hash, ts))
-        with db.conn:
-            db.conn.execute(
-                f"INSERT INTO {CHECKPOINTS_TABLE} (row_id, row_hash, ts, signature, key_id, kind) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (self._last_id, self._last_hash, ts, signature, self._signing_key.key_id, kind),
-            )
+    def checkpoint(self, conn: sqlite3.Connection) -> SignedCheckpoint | None:
+        """Sign the log as it stands (if it grew), then hand the checkpoint to the publisher."""
+        assert self._signer is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            signed = MerkleLog(conn).sign(self._signer)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         self._since_checkpoint = 0
         self._checkpoint_at = time.monotonic()
+        if signed is not None and self._publish is not None:
+            self._publish(signed)
+        return signed
+
+    def _until_checkpoint(self) -> float | None:
+        """How long the writer may wait for rows before unsigned ones are due a checkpoint."""
+        if self._signer is None or self._since_checkpoint == 0:
+            return None
+        return max(self._checkpoint_at + self._checkpoint_seconds - time.monotonic(), 0.0)
+
+    def _checkpoint_when_idle(self, db: sqlite_utils.Database | None) -> sqlite_utils.Database:
+        try:
+            db = db or self._connect()
+            self.checkpoint(db.conn)
+        except Exception as exc:
+            self.checkpoint_failures += 1
+            self._since_checkpoint, self._checkpoint_at = 0, time.monotonic()
+            level = logging.CRITICAL if isinstance(exc, LogForked) else logging.ERROR
+            logger.log(level, "tracegate: audit checkpoint failed: %s", exc)
+        return db  # type: ignore[return-value]
 
     def _run(self) -> None:
         db: sqlite_utils.Database | None = None
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self._until_checkpoint())
+            except queue.Empty:  # a quiet log still gets its checkpoint on time
+                db = self._checkpoint_when_idle(db)
+                continue
             if first is _STOP:
                 break
             batch = [first]
@@ -315,22 +345,27 @@ class AuditLog:
                     row["body_sha256"] = body_digest(body) if body is not None else None
                     if body is not None:
                         bodies.append(body)
-                last = (self._last_id, self._last_hash)
-                self._chain(rows)
+                last = self._last_id
+                self._number(rows)
                 try:
                     with db.conn:
                         db.conn.execute("BEGIN IMMEDIATE")
                         db.conn.executemany(INSERT_ROW, rows)
                         if bodies:
                             db.conn.executemany(INSERT_BODY, bodies)
+                        MerkleLog(db.conn).append(
+                            [("flow", r["id"], entry_bytes("flow", r, COLUMNS)) for r in rows]
+                        )
                 except Exception:
-                    self._last_id, self._last_hash = last  # nothing of this batch was written
+                    self._last_id = last  # nothing of this batch was written
                     raise
                 self.written += len(batch)
                 try:
                     self._maybe_checkpoint(db, len(batch))
                 except Exception as exc:  # the rows are durable; the next checkpoint covers them
-                    logger.error("tracegate: audit checkpoint failed: %s", exc)
+                    self.checkpoint_failures += 1
+                    level = logging.CRITICAL if isinstance(exc, LogForked) else logging.ERROR
+                    logger.log(level, "tracegate: audit checkpoint failed: %s", exc)
             except Exception as exc:  # the flows waiting on this batch are denied
                 error = exc
                 self.failures += len(batch)
@@ -339,7 +374,17 @@ class AuditLog:
             for _, loop, future in batch:
                 loop.call_soon_threadsafe(_settle, future, error)
         if db is not None:
+            if self._signer is not None:  # the last rows get their checkpoint at shutdown
+                try:
+                    self.checkpoint(db.conn)
+                except Exception as exc:
+                    logger.error("tracegate: audit checkpoint at shutdown failed: %s", exc)
             db.conn.close()
+
+
+def _logged(conn: sqlite3.Connection) -> bool:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return "log_entries" in tables and conn.execute("SELECT 1 FROM log_entries").fetchone()
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

@@ -38,7 +38,7 @@ EXPORT_FIELDS = [
     "upstream_sha256",
     "returned_sha256",
     "approval",
-    "row_hash",
+    "identity",
 ]
 
 

@@ -27,50 +27,35 @@ def _filters(args: argparse.Namespace):
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from tracegate.audit.chain import SigningKey, load_public_key, verify
     from tracegate.audit.reader import AuditReader, export
 
     if args.audit_command == "keygen":
-        path = Path(args.path)
-        if path.exists():
-            return fail(f"{path}: already exists; refusing to overwrite a signing key")
-        public = SigningKey.generate(path)
-        print(f"private key: {path} (keep it outside the audit database's host if you can)")
-        print(f"public key:  {public} (give this to auditors: tracegate audit verify --public-key)")
-        return 0
+        return _keygen(args)
+    if args.audit_command == "check-proof":
+        return _check_proof(args)
     database = Path(args.database)
     if not database.exists():
         return fail(f"{database}: no such audit database")
     if args.audit_command == "verify":
-        try:
-            key = load_public_key(args.public_key) if args.public_key else None
-        except (OSError, ValueError) as exc:
-            return fail(f"{args.public_key}: {exc}")
-        result = verify(database, key)
-        for problem in result.problems:
-            print(f"{database}: {problem}", file=sys.stderr)
-        signed = "signatures checked" if key else "signatures NOT checked (no --public-key)"
-        state = "ok" if result.ok else f"FAILED ({len(result.problems)} problem(s))"
-        print(
-            f"{database}: {result.rows} rows, {result.approval_events} approval events, "
-            f"{result.checkpoints} checkpoints, {signed}: {state}"
-        )
-        return 0 if result.ok else 1
-    if args.audit_command == "prune":
-        from tracegate.audit.chain import prune
+        return _verify(database, args)
+    if args.audit_command == "prove":
+        return _prove(database, args)
+    if args.audit_command in ("prune", "checkpoint"):
+        return _sign_or_prune(database, args)
+    if args.audit_command == "migrate":
+        from tracegate.audit.migrate import MigrationRefused, migrate
 
         try:
-            key = SigningKey.load(args.key)
-        except (OSError, ValueError) as exc:
-            return fail(f"{args.key}: {exc}")
-        deleted, anchor = prune(database, args.before, key)
-        if anchor is None:
-            print(f"{database}: no rows before {args.before}")
-        else:
-            print(
-                f"{database}: removed {deleted} rows before {args.before}; "
-                f"signed anchor at row {anchor}"
+            flows, events = migrate(database)
+        except MigrationRefused as exc:
+            return fail(
+                f"{database}: {exc}" if not str(exc).startswith(str(database)) else str(exc)
             )
+        print(
+            f"{database}: the old hash chain holds; {flows} rows and {events} approval events "
+            "are now the first entries of the Merkle log (sign a checkpoint: `tracegate audit "
+            "checkpoint`)"
+        )
         return 0
     reader = AuditReader(database)
     try:
@@ -120,6 +105,179 @@ def cmd_audit(args: argparse.Namespace) -> int:
     finally:
         reader.close()
     return fail("unknown audit command", EXIT_USAGE)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from tracegate.audit.keys import SigningKey
+    from tracegate.audit.note import NoteError, check_key_name
+
+    path = Path(args.path)
+    if path.exists():
+        return fail(f"{path}: already exists; refusing to overwrite a signing key")
+    try:
+        check_key_name(args.origin)
+    except NoteError as exc:
+        return fail(f"--origin: {exc}")
+    public = SigningKey.generate(path, args.origin)
+    vkey = path.with_name(path.name + ".vkey")
+    print(f"private key:  {path} (keep it outside the audit database's host if you can)")
+    print(f"public key:   {public} (PEM)")
+    print(f"verifier key: {vkey.read_text().strip()} ({vkey}; give this to auditors)")
+    return 0
+
+
+def _log_key(args: argparse.Namespace, origin: str | None):
+    from tracegate.audit.keys import log_verifier
+
+    return log_verifier(args.public_key, getattr(args, "origin", None) or origin)
+
+
+def _verify(database: Path, args: argparse.Namespace) -> int:
+    from tracegate.audit.integrity import verify
+    from tracegate.audit.note import NoteError
+
+    try:
+        key = _log_key(args, _origin_of(database)) if args.public_key else None
+        witnessed = _witnessed(args.witness, database) if args.witness else None
+    except (OSError, ValueError, NoteError) as exc:
+        return fail(str(exc).splitlines()[0])
+    result = verify(database, key, witnessed)
+    for problem in result.problems:
+        print(f"{database}: {problem}", file=sys.stderr)
+    signed = (
+        f"signatures checked ({key.name})" if key else "signatures NOT checked (no --public-key)"
+    )
+    state = "ok" if result.ok else f"FAILED ({len(result.problems)} problem(s))"
+    witness = f", witness: {result.witnessed}" if result.witnessed else ""
+    print(
+        f"{database}: {result.entries} log entries ({result.rows} rows, "
+        f"{result.approval_events} approval events), {result.checkpoints} checkpoints, "
+        f"{signed}{witness}: {state}"
+    )
+    return 0 if result.ok else 1
+
+
+def _origin_of(database: Path) -> str | None:
+    """The origin the log's latest checkpoint names (for a PEM key given without --origin)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        found = conn.execute(
+            "SELECT note FROM log_checkpoints ORDER BY size DESC LIMIT 1"
+        ).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return found[0].split("\n", 1)[0] if found else None
+
+
+def _witnessed(source: str, database: Path) -> str:
+    """The latest checkpoint a witness holds for this log: from its URL, state file, or a
+    directory sink's checkpoints file."""
+    from tracegate.audit.integrity import checkpoints_in
+
+    origin = _origin_of(database) or ""
+    if source.startswith(("http://", "https://")):
+        import httpx
+
+        answer = httpx.get(source.rstrip("/") + "/latest", params={"origin": origin}, timeout=10)
+        if answer.status_code != 200:
+            raise ValueError(f"{source}: {answer.status_code} {answer.text.strip()}")
+        return answer.text
+    text = Path(source).read_text()
+    if text.lstrip().startswith("{"):
+        record = json.loads(text).get(origin)
+        if record is None:
+            raise ValueError(f"{source}: the witness holds nothing for {origin!r}")
+        return str(record["note"])
+    notes = [n for n in checkpoints_in(text) if n.startswith(origin + "\n")]
+    if not notes:
+        raise ValueError(f"{source}: no checkpoint of {origin!r}")
+    return max(notes, key=lambda n: int(n.split("\n")[1]))
+
+
+def _prove(database: Path, args: argparse.Namespace) -> int:
+    from tracegate.audit.integrity import ProofUnavailable, prove
+
+    try:
+        proof = prove(database, args.flow_id)
+    except ProofUnavailable as exc:
+        return fail(str(exc))
+    output = Path(args.output)
+    entry = output.with_name(output.name + ".entry")
+    output.write_text(proof.proof)
+    entry.write_bytes(proof.entry)
+    print(f"{output}: entry {proof.index} (flow {args.flow_id}); its entry: {entry}")
+    print(f"check it: tracegate audit check-proof {output} --entry {entry} --public-key KEY.vkey")
+    return 0
+
+
+def _check_proof(args: argparse.Namespace) -> int:
+    from tracegate.audit import merkle
+    from tracegate.audit.integrity import check_proof
+    from tracegate.audit.note import NoteError, Verifier
+
+    try:
+        text = Path(args.proof).read_text()
+        entry = Path(args.entry).read_bytes()
+        key = _log_key(args, text.partition("\n\n")[2].split("\n", 1)[0] or None)
+        witnesses = tuple(
+            Verifier.parse(Path(w).read_text() if Path(w).is_file() else w)
+            for w in args.witness_key
+        )
+        result = check_proof(text, entry, key, witnesses)
+    except (OSError, ValueError, NoteError, merkle.ProofError) as exc:
+        return fail(f"{args.proof}: {str(exc).splitlines()[0]}")
+    missing = [w.name for w in witnesses if w.name not in result.cosigned_by]
+    if missing:
+        return fail(f"{args.proof}: not cosigned by {', '.join(missing)}")
+    cosigned = f", cosigned by {', '.join(result.cosigned_by)}" if result.cosigned_by else ""
+    print(
+        f"{args.proof}: ok: entry {result.index} is in {result.checkpoint.origin} "
+        f"(checkpoint of {result.checkpoint.size} entries, signed by {key.name}{cosigned})"
+    )
+    return 0
+
+
+def _sign_or_prune(database: Path, args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from tracegate.audit.integrity import prune
+    from tracegate.audit.keys import SigningKey
+    from tracegate.audit.tlog import LogForked, MerkleLog
+
+    try:
+        signer = SigningKey.load(args.key).signer(args.origin) if args.key else None
+    except (OSError, ValueError) as exc:
+        return fail(f"{args.key}: {exc}")
+    if args.audit_command == "prune":
+        deleted, through = prune(database, args.before, signer)
+        if through < 0:
+            print(f"{database}: no rows before {args.before}")
+        else:
+            print(
+                f"{database}: removed {deleted} rows before {args.before} (entries up to "
+                f"{through}); their leaves stay, so every checkpoint and proof still holds"
+            )
+        return 0
+    assert signer is not None
+    conn = sqlite3.connect(database, timeout=10, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        signed = MerkleLog(conn).sign(signer)
+        conn.execute("COMMIT")
+    except LogForked as exc:
+        conn.execute("ROLLBACK")
+        return fail(str(exc))
+    finally:
+        conn.close()
+    if signed is None:
+        print(f"{database}: the latest checkpoint already covers the whole log")
+    else:
+        print(f"{database}: signed a checkpoint of {signed.size} entries")
+    return 0
 
 
 def _replay(reader, args: argparse.Namespace) -> int:

@@ -14,7 +14,8 @@ from tracegate.approvals.desk import ApprovalDesk
 from tracegate.approvals.notify import Webhook
 from tracegate.approvals.store import ApprovalStore
 from tracegate.audit import AuditLog
-from tracegate.audit.chain import SigningKey
+from tracegate.audit.keys import SigningKey
+from tracegate.audit.publish import Publisher, build_sinks
 from tracegate.config import GatewayConfig, load_config
 from tracegate.decisionlog import DecisionLog
 from tracegate.exchange import Exchange
@@ -43,6 +44,7 @@ class FlowState:
 class Runtime:
     gateway: Gateway | None = None
     audit: AuditLog | None = None
+    publisher: Publisher | None = None
     config_path: Path | None = None
     # Set while the `-s` script is unloaded (e.g. a broken edit failed to reload).
     lockdown: str | None = None
@@ -65,6 +67,7 @@ class Runtime:
         audit_path = Path(config.audit.path)
         if self.audit is None or self.audit.path != audit_path:
             key_file = config.audit.signing_key_file
+            publisher = Publisher(audit_path, build_sinks(config.audit.publish))
             audit = AuditLog(
                 audit_path,
                 config.audit.batch_max_rows,
@@ -73,15 +76,24 @@ class Runtime:
                 signing_key=SigningKey.load(key_file) if key_file else None,
                 checkpoint_every_rows=config.audit.checkpoint_every_rows,
                 checkpoint_every_seconds=config.audit.checkpoint_every_seconds,
+                origin=config.audit.log_origin,
+                publish=publisher if publisher.sinks else None,
             )
+            publisher.on_failure = lambda sink: self.metrics.checkpoint_publish_failures.labels(
+                sink
+            ).inc()
+            publisher.start()
             audit.open()
             store = ApprovalStore(audit_path, config.audit.busy_timeout_ms)
             store.open()
             if self.audit is not None:
                 self.audit.close()
+            if self.publisher is not None:
+                self.publisher.close()
             if self.approvals is not None:
                 self.approvals.store.close()
             self.audit = audit
+            self.publisher = publisher
             self.approvals = ApprovalDesk(store, Webhook(None, 5.0), "")
             self.metrics.approvals_pending.set_function(lambda: store.pending_count)
         assert self.approvals is not None
@@ -131,8 +143,11 @@ class Runtime:
 
     def close(self) -> None:
         if self.audit is not None:
-            self.audit.close()
+            self.audit.close()  # signs a last checkpoint, handed to the publisher
             self.audit = None
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
         if self.approvals is not None:
             self.approvals.store.close()
             self.approvals = None
