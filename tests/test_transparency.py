@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.harness import BIN, audit_rows
 from tracegate.audit import merkle
-from tracegate.audit.integrity import verify
+from tracegate.audit.integrity import entry_of, verify
 from tracegate.audit.keys import SigningKey, log_verifier
 from tracegate.audit.note import COSIGNATURE_V1, Checkpoint, NoteSigner, Verifier, sign_note
-from tracegate.audit.publish import ObjectLockSink, Publisher
+from tracegate.audit.publish import ObjectLockSink, Publisher, build_sinks
 from tracegate.audit.tlog import MerkleLog
 from tracegate.audit.witness import Witness, add_checkpoint_body
 from tracegate.demo.store import stop_process
@@ -138,6 +138,11 @@ def test_a_proof_for_one_flow_is_checked_offline_with_its_cosignature(
     edited.write_text(entry.read_text().replace('"allow"', '"deny"'))
     bad = cli("audit", "check-proof", str(proof), *args[:1], str(edited), *args[2:])
     assert bad.returncode == 1 and "not in the tree" in bad.stderr
+    lines = text.split("\n")
+    lines[2] = ("B" if lines[2][0] == "A" else "A") + lines[2][1:]  # one inclusion-path hash
+    (tmp_path / "tampered.tlog-proof").write_text("\n".join(lines))
+    tampered = cli("audit", "check-proof", str(tmp_path / "tampered.tlog-proof"), *args)
+    assert tampered.returncode == 1 and "not in the tree" in tampered.stderr
     other = tmp_path / "other.pem"
     SigningKey.generate(other, ORIGIN)
     forged = cli("audit", "check-proof", str(proof), "--entry", str(entry),
@@ -179,6 +184,34 @@ def test_a_log_cut_short_verifies_alone_but_not_against_the_witness(
         assert "log SHORTER than the witnessed 5" in check.stdout
 
 
+def test_a_log_rewritten_and_re_signed_with_another_key_is_caught_twice(
+    published, tmp_path, log_key, witness
+):
+    database, _ = published
+    # The attacker edits a row, rebuilds the whole tree and signs new checkpoints with a key
+    # of their own, under the same origin.
+    conn = sqlite3.connect(database, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("BEGIN")
+    conn.execute("UPDATE flows SET subject = 'nobody' WHERE id = 1")
+    entries = [(k, r, entry_of(conn, k, r, e)) for _, k, r, e in MerkleLog(conn).entries()]
+    for table in ("log_nodes", "log_entries", "log_checkpoints"):
+        conn.execute(f"DELETE FROM {table}")
+    log = MerkleLog(conn)
+    log.append(entries)
+    log.sign(NoteSigner(ORIGIN, Ed25519PrivateKey.generate()))
+    conn.execute("COMMIT")
+    conn.close()
+    alone = cli("audit", "verify", str(database), "--public-key", str(log_key[1]))
+    assert alone.returncode == 1 and "signature does not verify" in alone.stderr
+    witnessed = cli(
+        "audit", "verify", str(database), "--public-key", str(log_key[1]),
+        "--witness", witness.url,
+    )  # fmt: skip
+    assert "differ from what it cosigned" in witnessed.stderr
+    assert "log INCONSISTENT with the witnessed 5" in witnessed.stdout
+
+
 def test_the_gateway_does_not_sign_over_a_rewritten_log(published, tmp_path, log_key):
     database, _ = published
     conn = sqlite3.connect(database)
@@ -192,7 +225,7 @@ def test_the_gateway_does_not_sign_over_a_rewritten_log(published, tmp_path, log
     conn = sqlite3.connect(database)
     with conn:
         conn.execute("INSERT INTO log_entries (idx, kind, ref) VALUES (5, 'prune', 0)")
-        conn.execute("INSERT INTO log_nodes VALUES (0, 5, zeroblob(32))")
+        conn.execute("INSERT INTO log_nodes VALUES (320, 0, 5, zeroblob(32))")  # key 5*64+0
     conn.close()
     refused = cli("audit", "checkpoint", str(database), "--key", str(log_key[0]),
                   "--origin", ORIGIN)  # fmt: skip
@@ -257,15 +290,6 @@ def test_the_witness_cosigns_growth_and_refuses_shrinking_forks_and_bad_proofs(t
 def test_checkpoints_go_to_an_object_lock_bucket_in_compliance_mode(store, tmp_path):
     s3 = store.client()
     s3.create_bucket(Bucket="tracegate-checkpoints", ObjectLockEnabledForBucket=True)
-    import botocore.session
-
-    client = botocore.session.get_session().create_client(
-        "s3",
-        region_name="us-east-1",
-        endpoint_url=store.endpoint,
-        aws_access_key_id=store.seeder_keys.access_key_id,
-        aws_secret_access_key=store.seeder_keys.secret_access_key,
-    )
     database = tmp_path / "log.sqlite3"
     conn = sqlite3.connect(database, isolation_level=None)
     MerkleLog.create(conn)
@@ -273,7 +297,23 @@ def test_checkpoints_go_to_an_object_lock_bucket_in_compliance_mode(store, tmp_p
     log.append([("prune", 0, b'{"n":1}'), ("prune", 0, b'{"n":2}')])
     signed = log.sign(SigningKey(Ed25519PrivateKey.generate()).signer(ORIGIN))
     conn.close()
-    publisher = Publisher(database, [ObjectLockSink(client, "tracegate-checkpoints", "c/", 30)])
+    import os  # the sink is built from the config, as the gateway builds it
+
+    from tracegate.config import PublishTarget
+
+    target = PublishTarget.model_validate(
+        {"object_lock": {"bucket": "tracegate-checkpoints", "endpoint": store.endpoint,
+                         "prefix": "c/", "retain_days": 30}}
+    )  # fmt: skip
+    os.environ["TRACEGATE_CHECKPOINT_ACCESS_KEY_ID"] = store.seeder_keys.access_key_id
+    os.environ["TRACEGATE_CHECKPOINT_SECRET_ACCESS_KEY"] = store.seeder_keys.secret_access_key
+    try:
+        sinks = build_sinks([target])
+    finally:
+        del os.environ["TRACEGATE_CHECKPOINT_ACCESS_KEY_ID"]
+        del os.environ["TRACEGATE_CHECKPOINT_SECRET_ACCESS_KEY"]
+    assert isinstance(sinks[0], ObjectLockSink)
+    publisher = Publisher(database, sinks)
     publisher.publish_now(signed)
     assert publisher.failures == 0
     key = f"c/{2:020d}"

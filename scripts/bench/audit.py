@@ -1,6 +1,6 @@
 """Gateway throughput with the audit trail on, against the same gateway with it stubbed out.
 
-    .venv/bin/python scripts/bench/audit.py [--requests 600] [--rounds 3]
+    .venv/bin/python scripts/bench/audit.py [--requests 1000] [--rounds 5]
 
 The audit trail as deployed: every row an entry of the Merkle log in its own transaction,
 checkpoints signed every `--checkpoint-rows` entries and appended to a directory sink. The
@@ -36,8 +36,8 @@ NO_AUDIT = (
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=600)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--checkpoint-rows", type=int, default=100)
     args = parser.parse_args()
@@ -78,7 +78,7 @@ def main() -> int:
         for _ in range(args.rounds):
             for name, url, pid in targets:
                 runs[name].append(
-                    asyncio.run(bench.load(url, headers, args.requests, args.concurrency, pid))
+                    asyncio.run(bench.load([(url, headers)], args.requests, args.concurrency, pid))
                 )
         results = {
             n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items()

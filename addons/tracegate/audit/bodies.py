@@ -49,11 +49,22 @@ def body_record(
         "request": json.dumps(request),
         "status": status,
         "response_headers": json.dumps([[k, v] for k, v in headers]),
-        "response_body": zlib.compress(body[:limit]),
+        "response_body": None,  # `seal` compresses `served` on the audit writer's thread
+        "served": body[:limit],
         "truncated": int(len(body) > limit),
         "ts_start": ts_start,
         "ts_end": ts_end,
     }
+
+
+def seal(record: dict[str, Any]) -> dict[str, Any]:
+    """Compress the served bytes and note their digest. The audit writer does this on its own
+    thread, off the event loop (zlib and hashlib let the event loop run meanwhile)."""
+    served = record.pop("served", None)
+    if served is not None:
+        record["response_body"] = zlib.compress(served, 1)
+        record["response_body_sha256"] = hashlib.sha256(served).hexdigest()
+    return record
 
 
 def body_digest(record: Mapping[str, Any]) -> str:
@@ -65,7 +76,8 @@ def body_digest(record: Mapping[str, Any]) -> str:
         "request": record["request"],
         "status": record["status"],
         "response_headers": record["response_headers"],
-        "response_body_sha256": hashlib.sha256(decompress(record["response_body"])).hexdigest(),
+        "response_body_sha256": record.get("response_body_sha256")
+        or hashlib.sha256(decompress(record["response_body"])).hexdigest(),
         "truncated": int(record["truncated"]),
         "ts_start": record["ts_start"],
         "ts_end": record["ts_end"],

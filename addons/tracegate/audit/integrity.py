@@ -19,8 +19,21 @@ from pathlib import Path
 from tracegate.audit import merkle
 from tracegate.audit.bodies import body_digest
 from tracegate.audit.log import BODIES_TABLE, COLUMNS, FLOWS_TABLE
-from tracegate.audit.note import Checkpoint, Note, NoteError, NoteSigner, Verifier
-from tracegate.audit.tlog import APPROVAL_EVENT_COLUMNS, MerkleLog, SignedCheckpoint, entry_bytes
+from tracegate.audit.note import (
+    Checkpoint,
+    Note,
+    NoteError,
+    NoteSigner,
+    Verifier,
+    open_checkpoint,
+)
+from tracegate.audit.tlog import (
+    APPROVAL_EVENT_COLUMNS,
+    MerkleLog,
+    SignedCheckpoint,
+    entry_bytes,
+    node_key,
+)
 
 PROOF_HEADER = "c2sp.org/tlog-proof@v1"
 MAX_PROBLEMS = 40
@@ -116,7 +129,7 @@ def _check_entries(
     conn: sqlite3.Connection, log: MerkleLog, size: int, pruned_through: int, walk: _Walk
 ) -> list[bytes]:
     leaves = [bytes(h) for (h,) in conn.execute(
-        "SELECT hash FROM log_nodes WHERE level = 0 ORDER BY idx")]  # fmt: skip
+        "SELECT hash FROM log_nodes WHERE level = 0 ORDER BY key")]  # fmt: skip
     if len(leaves) != size:
         walk.problem(f"the log has {size} entries but {len(leaves)} leaf hashes")
     expected = 0
@@ -156,9 +169,14 @@ def _check_nodes(conn: sqlite3.Connection, leaves: list[bytes], walk: _Walk) -> 
         levels.append(
             [merkle.node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
         )
+    stored_levels: dict[int, dict[int, bytes]] = {}
+    for key, level, i, hash_ in conn.execute("SELECT key, level, idx, hash FROM log_nodes"):
+        if key != node_key(level, i):
+            walk.problem(f"log node {i} at level {level}: stored under the wrong key (moved)")
+        if level:
+            stored_levels.setdefault(level, {})[i] = bytes(hash_)
     for level in range(1, len(levels)):
-        query = "SELECT idx, hash FROM log_nodes WHERE level = ? ORDER BY idx"
-        stored = {i: bytes(h) for i, h in conn.execute(query, (level,))}
+        stored = stored_levels.get(level, {})
         if len(stored) != len(levels[level]):
             walk.problem(f"log level {level}: {len(stored)} nodes, {len(levels[level])} expected")
         for i, hash_ in enumerate(levels[level]):
@@ -370,12 +388,7 @@ def check_proof(
         raise NoteError("a proof hash is not base64") from None
     if any(len(h) != 32 for h in hashes):
         raise NoteError("a proof hash is not 32 bytes")
-    note = Note.parse(note_text)
-    if not note.verified_by(log_key):
-        raise NoteError(f"the checkpoint is not signed by {log_key.name} ({log_key.id.hex()})")
-    checkpoint = Checkpoint.parse(note.text)
-    if checkpoint.origin != log_key.name:
-        raise NoteError(f"the checkpoint's origin {checkpoint.origin!r} is not {log_key.name!r}")
+    checkpoint, note = open_checkpoint(note_text, log_key)
     merkle.verify_inclusion(
         index, checkpoint.size, merkle.leaf_hash(entry), hashes, checkpoint.root
     )

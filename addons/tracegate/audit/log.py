@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlite_utils
 
-from tracegate.audit.bodies import body_digest
+from tracegate.audit.bodies import body_digest, seal
 from tracegate.audit.keys import SigningKey
 from tracegate.audit.tlog import (
     LogForked,
@@ -196,10 +196,8 @@ class AuditLog:
             raise AuditWriteError("audit writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        row = record.to_row()
-        if record.body is not None:
-            row["_body"] = record.body
-        self._queue.put((row, loop, future))
+        # The writer thread turns it into a row: the event loop only queues it.
+        self._queue.put((record, loop, future))
         await future
 
     def _connect(self, resume: bool = True) -> sqlite_utils.Database:
@@ -338,11 +336,12 @@ class AuditLog:
                     db = self._connect()
                 # One transaction per batch; a prepared statement, since sqlite-utils'
                 # insert_all re-inspects the schema on every call.
-                rows = [row for row, _, _ in batch]
-                bodies = []
-                for row in rows:
-                    body = row.pop("_body", None)
+                rows, bodies = [], []
+                for record, _, _ in batch:
+                    row = record.to_row()
+                    body = seal(dict(record.body)) if record.body is not None else None
                     row["body_sha256"] = body_digest(body) if body is not None else None
+                    rows.append(row)
                     if body is not None:
                         bodies.append(body)
                 last = self._last_id

@@ -4,7 +4,10 @@ One log for every kind of entry (flow rows, approval events, prunes), so one che
 all of it and an auditor checks one thing. An entry is the canonical JSON of its row with its
 `kind`; its leaf index is its place in the order writers committed. The hash of every perfect
 subtree is stored (`log_nodes`: two rows per entry on average), so appending reads only the
-right edge and a proof reads O(log² n) hashes, never every leaf. Writers append inside their
+right edge and a proof reads O(log² n) hashes, never every leaf. A node's key is the index of
+the last leaf it covers, times 64, plus its level: the nodes an append completes are all
+keyed after every earlier one, so the table only ever grows at its end (one page or two per
+commit, as for the rows themselves). Writers append inside their
 own transaction (BEGIN IMMEDIATE serialises them, across threads and processes alike).
 """
 
@@ -24,8 +27,8 @@ NODES_TABLE = "log_nodes"
 ENTRIES_TABLE = "log_entries"
 CHECKPOINTS_TABLE = "log_checkpoints"
 SCHEMA = (
-    f"CREATE TABLE IF NOT EXISTS {NODES_TABLE} (level INTEGER NOT NULL, idx INTEGER NOT NULL, "
-    "hash BLOB NOT NULL, PRIMARY KEY (level, idx)) WITHOUT ROWID",
+    f"CREATE TABLE IF NOT EXISTS {NODES_TABLE} (key INTEGER PRIMARY KEY, level INTEGER NOT NULL, "
+    "idx INTEGER NOT NULL, hash BLOB NOT NULL)",
     # kind and ref name the row an entry is made of: ('flow', flows.id), ('approval_event',
     # approval_events.id), ('prune', 0: the entry's JSON is kept here, in `entry`).
     f"CREATE TABLE IF NOT EXISTS {ENTRIES_TABLE} (idx INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
@@ -45,6 +48,11 @@ APPROVAL_EVENT_COLUMNS = (
     "how",
     "detail",
 )
+
+
+def node_key(level: int, index: int) -> int:
+    """Where node (level, index) sits in `log_nodes`: after every node completed before it."""
+    return ((((index + 1) << level) - 1) << 6) | level
 
 
 class LogForked(RuntimeError):
@@ -84,7 +92,7 @@ class MerkleLog:
 
     def _perfect(self, level: int, index: int) -> bytes:
         found = self.conn.execute(
-            f"SELECT hash FROM {NODES_TABLE} WHERE level = ? AND idx = ?", (level, index)
+            f"SELECT hash FROM {NODES_TABLE} WHERE key = ?", (node_key(level, index),)
         ).fetchone()
         if found is None:
             raise LookupError(f"the log has no node at level {level}, index {index}")
@@ -113,7 +121,8 @@ class MerkleLog:
             f"INSERT INTO {ENTRIES_TABLE} (idx, kind, ref, entry) VALUES (?, ?, ?, ?)", rows
         )
         self.conn.executemany(
-            f"INSERT INTO {NODES_TABLE} (level, idx, hash) VALUES (?, ?, ?)", nodes
+            f"INSERT INTO {NODES_TABLE} (key, level, idx, hash) VALUES (?, ?, ?, ?)",
+            [(node_key(level, i), level, i, h) for level, i, h in nodes],
         )
         return [start + i for i in range(len(entries))]
 
