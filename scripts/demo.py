@@ -37,6 +37,7 @@ from tracegate.demo.setup import (  # noqa: E402
     write_config,
 )
 from tracegate.demo.store import LocalDynamo, LocalS3, free_port  # noqa: E402
+from tracegate.demo.tls import local_ca  # noqa: E402
 from tracegate.demo.traces import dynamodb_items, sample_objects  # noqa: E402
 
 RUN_DIR = REPO / "demo-run"
@@ -265,8 +266,10 @@ def check_approval(url: str, admin: str, env: dict[str, str]) -> bool:
     return ok
 
 
-def write_aws_envs(url: str, tokens: dict[str, str]) -> dict[str, Path]:
-    """Per demo user, `demo-run/aws/<user>.env`: only `export` lines, what AWS tools read."""
+def write_aws_envs(url: str, tokens: dict[str, str], ca: Path) -> dict[str, Path]:
+    """Per demo user, `demo-run/aws/<user>.env`: only `export` lines, what AWS tools read;
+    over https, with the demo's CA (Rust object_store, polars' reader, calls STS over https
+    only; it reads the CA from SSL_CERT_FILE)."""
     folder = RUN_DIR / "aws"
     folder.mkdir(exist_ok=True)
     files = {}
@@ -281,6 +284,7 @@ def write_aws_envs(url: str, tokens: dict[str, str]) -> dict[str, Path]:
             "AWS_ROLE_ARN": f"arn:aws:iam::000000000000:role/{user}",
             "AWS_ROLE_SESSION_NAME": "debugging" if user == "support" else "analytics",
             "AWS_REGION": "us-east-1",
+            "AWS_CA_BUNDLE": str(ca),
         }
         path = folder / f"{user}.env"
         path.write_text("".join(f"export {k}={v}\n" for k, v in lines.items()))
@@ -504,9 +508,11 @@ def main() -> int:
         witness.start()
         template = {"dynamodb": DYNAMODB_EXAMPLE, "langfuse": LANGFUSE_EXAMPLE}
         listen_port = port_or_free(8080)
+        ca, certificate = local_ca(RUN_DIR / "tls")  # the listener speaks TLS and plain HTTP
         overrides: dict = {
             "listen.port": listen_port,
             "admin.port": port_or_free(8090),
+            "listen.certificate": str(certificate),
             **witness.overrides(),
         }
         if args.store == "s3":  # S3 tools unchanged: the gateway is also their STS endpoint
@@ -560,6 +566,8 @@ def main() -> int:
         else:
             cmds, marker = commands(url), "[REDACTED:api-key]"
         print(f"\ntracegate is listening at {url} (config: {config.relative_to(REPO)})")
+        https = url.replace("http://", "https://")
+        print(f"and at {https} on the same port (the demo CA: {ca.relative_to(REPO)})")
         if args.web:
             print(f"mitmweb UI: {mitmweb_url(log, web_port)}")
         print("\nTry these (tokens are valid for 24 hours):\n")
@@ -572,7 +580,7 @@ def main() -> int:
         if args.store == "s3":
             print_walkthrough(ask, listing, approve)
         if args.store == "s3":
-            aws_files = write_aws_envs(url, tokens)
+            aws_files = write_aws_envs(url.replace("http://", "https://"), tokens, ca)
             listing = aws_listing(aws_files["support"])
             print("# the AWS CLI (or boto3, polars, rclone...) with no code change, via STS:")
             print(f"{listing}\n")

@@ -35,6 +35,8 @@ def test_demo_starts_and_every_printed_command_works():
     for user in ("support", "analyst"):
         lines = (REPO / "demo-run" / "aws" / f"{user}.env").read_text().splitlines()
         assert lines and all(line.startswith("export AWS_") for line in lines)
+        assert "export AWS_ENDPOINT_URL=https://127.0.0.1:" in lines[0]  # TLS, the demo's CA
+        assert any(line.startswith("export AWS_CA_BUNDLE=") for line in lines)
     assert "export SUPPORT_TOKEN=" in result.stdout
     assert "demo: stopping" in result.stdout
     # The audit trail: verify (signatures and witness), prove one flow, check it offline.

@@ -28,7 +28,13 @@ STS_KEYS = "k1:" + base64.b64encode(b"s" * 32).decode()
 
 
 def start_sts_gateway(
-    work: Path, store, issuer, extra_args: tuple[str, ...] = (), **sts: object
+    work: Path,
+    store,
+    issuer,
+    extra_args: tuple[str, ...] = (),
+    how: str = "script",
+    config: dict | None = None,
+    **sts: object,
 ) -> GatewayProcess:
     """A real mitmdump gateway with STS on, on a port chosen first (clients sign for it)."""
     port = free_port()
@@ -37,8 +43,10 @@ def start_sts_gateway(
         store,
         issuer,
         EXAMPLE,
+        how=how,
         env_extra={"TRACEGATE_STS_KEYS": STS_KEYS},
         **{"identity.sts": {"enabled": True, "public_host": f"127.0.0.1:{port}", **sts}},
+        **(config or {}),
     )
     gateway.extra_args = ["--listen-port", str(port), *extra_args]
     return gateway.start()
@@ -462,6 +470,41 @@ def test_boto3_over_tls_with_the_gateways_certificate(sts_gateway, token_file, t
     env["AWS_ENDPOINT_URL"] = https
     out = read_with_boto3(env)
     assert json.loads(out)["trace_id"] and PLANTED_EMAIL not in out
+
+
+def test_the_listener_serves_its_configured_certificate_to_boto3_and_polars(
+    tmp_path, store, issuer, token_file
+):
+    # `listen.certificate` (here from a local CA, as `make demo` makes one): clients trust the
+    # CA through AWS_CA_BUNDLE (boto3) and SSL_CERT_FILE (polars' Rust object_store).
+    from tracegate.demo.tls import local_ca
+
+    ca, pem = local_ca(tmp_path / "tls")
+    gateway = start_sts_gateway(
+        tmp_path, store, issuer, how="run", config={"listen.certificate": str(pem)}
+    )
+    try:
+        https = gateway.url.replace("http://", "https://")
+        env = client_env(gateway, token_file, AWS_CA_BUNDLE=str(ca), SSL_CERT_FILE=str(ca))
+        env["AWS_ENDPOINT_URL"] = https
+        out = read_with_boto3(env)
+        assert json.loads(out)["trace_id"] and PLANTED_EMAIL not in out
+        script = (
+            "import polars as pl\n"
+            "frame = pl.read_ndjson('s3://traces/traces/team-a/chats/2026-11-20.jsonl')\n"
+            "print(frame.write_json())"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(done.stdout) and "@example.com" not in done.stdout
+        import ssl
+
+        served = ssl.get_server_certificate(("127.0.0.1", gateway.port)).strip()
+        assert served in pem.read_text()  # ours, not one minted by mitmproxy's own CA
+    finally:
+        gateway.stop()
 
 
 def test_polars_reads_a_jsonl_trace_from_environment_variables_alone(sts_gateway, token_file):
