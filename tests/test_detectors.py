@@ -289,3 +289,34 @@ def test_the_findings_cache_gives_the_same_masks_on_a_second_read():
     second = m.mask_document(json.loads(json.dumps(document)), second_report)
     assert first == second and first_report.counts == second_report.counts
     assert "dana@acme.io" not in json.dumps(second)
+
+
+def test_street_words_are_found_where_one_regex_over_the_text_finds_them():
+    import re
+
+    from tracegate.detectors.addresses import SUFFIX_TRIE, WORD_TRIE, street_spots
+
+    reference = re.compile(
+        rf"(?i)(?<![^\W\d_])(?:(?:{WORD_TRIE})|[^\W\d_]*(?:{SUFFIX_TRIE}))(?![^\W\d_])"
+    )
+    texts = [
+        "Hauptstr. 5, 10115 Berlin",
+        "Hauptstr.x 5 and STREET 12, 12 Main St., Kossuth Lajos utca 12",
+        "ul. Marszałkowska 1; Rua Augusta 100; Pº de la Castellana 5; Calle_Mayor 3; st5",
+        "Lindenallee 4, Keizersgracht 12, Storgatan 1, Vodičkova 3, Königsweg 9a",
+    ]
+
+    def strings(node):
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            for value in node.values():
+                yield from strings(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from strings(value)
+
+    corpus = build_corpus(per_kind=10)
+    texts += [t for _, doc in corpus.documents for t in strings(doc)]
+    for text in texts:
+        assert street_spots(text) == [m.start() for m in reference.finditer(text)], text

@@ -68,6 +68,7 @@ MAX_RUN = 12  # tokens; a longer run of capitals is cut (a name never has more)
 STOP_WORDS = 25000  # the most frequent English words; rarer ones are often names themselves
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the same capitalised words come back in every trace
 def _fold(token: str) -> str:
     """Case and accents folded: "Zsófia" and "ZSOFIA" look up as "zsofia"."""
     decomposed = unicodedata.normalize("NFKD", token.lower())

@@ -2,12 +2,13 @@
 
 A document is walked once to collect its string values; all of them go through one
 `Scanner.scan`; the findings are applied per string. Strings that look like JSON (tool-call
-arguments, tool results) are first *probed*: their text, with JSON's backslash escapes undone,
-goes through the anchors (and the credential key names). Only those with a hit are parsed and
-their strings collected, so the many embedded documents with nothing in them cost one anchor
-scan and no parse. Parsed ones are re-encoded only if something inside them changed, so they
-stay valid JSON and untouched ones keep their exact text. The probe is a superset: every value
-inside the embedded document appears, exactly as parsed, in its unescaped text.
+arguments, tool results) are parsed and their strings collected; long ones (PROBE_FROM and
+over) are first *probed*: their text, with JSON's backslash escapes undone, goes through the
+anchors (and the credential key names), and only those with a hit are parsed, so a large
+embedded document with nothing in it costs one anchor scan and no parse. Parsed ones are
+re-encoded only if something inside them changed, so they stay valid JSON and untouched ones
+keep their exact text. The probe is a superset: every value inside the embedded document
+appears, exactly as parsed, in its unescaped text.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ MAX_JSON_DEPTH = 3
 MAX_NESTING = 256  # containers inside containers; deeper is refused (or, in a string, text)
 # The shortest value any detector reports ("a@b.io", "1.1.1.1", a 6-character password).
 MIN_TEXT = 6
+# JSON-looking strings shorter than this are parsed at once, not probed first: in real traces
+# nearly every tool result holds a digit run or a capitalised pair, so the probe would only
+# add a scan before the parse (`scripts/bench/masking.py`); long ones are still probed.
+PROBE_FROM = 4096
 # Strings collected before a batch is scanned and applied (bounds the bookkeeping in memory).
 BATCH_STRINGS = 256
 GROUP_PRIORITY = {"secrets": 0, "pii": 1}
@@ -346,7 +351,11 @@ def _walk(container: Any, path: Path, owner: int, depth: int, out: _Collected, a
                 or first == "["
                 or (first.isspace() and value.lstrip()[:1] in ("{", "["))
             ):
-                if depth >= MAX_JSON_DEPTH or (type(k) is str and is_secret_key_name(k)):
+                if (
+                    depth >= MAX_JSON_DEPTH
+                    or len(value) < PROBE_FROM
+                    or (type(k) is str and is_secret_key_name(k))
+                ):
                     _add_string(container, k, value, (*path, k), owner, depth, out)
                 else:
                     out.probes.append((container, k, value, (*path, k), owner, depth))
