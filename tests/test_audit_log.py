@@ -89,3 +89,24 @@ def test_request_summaries_hide_every_identity_header_by_its_configured_name():
     }
     summary = request_summary("GET", "/x", [], headers, identity.credential_headers)
     assert summary["headers"] == [["accept", "application/json"]]
+
+
+def test_a_row_that_cannot_be_made_fails_its_flow_only(tmp_path):
+    log = AuditLog(tmp_path / "a.sqlite3", batch_max_rows=50, batch_max_wait_ms=50)
+    log.open()
+    broken = record(99)
+    broken.masks = {"rules": {"x": object()}}  # not JSON: its row cannot be written
+
+    async def write() -> list:
+        return await asyncio.gather(
+            log.record(record(1)), log.record(broken), log.record(record(2)),
+            return_exceptions=True,
+        )  # fmt: skip
+
+    try:
+        results = asyncio.run(write())
+    finally:
+        log.close()
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], AuditWriteError)
+    assert {r["flow_id"] for r in audit_rows(tmp_path / "a.sqlite3")} == {"f1", "f2"}

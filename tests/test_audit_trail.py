@@ -553,3 +553,14 @@ def test_a_body_inserted_for_a_flow_that_kept_none_fails_verify(recorded):
     conn.close()
     cli = run_cli("audit", "verify", str(database), "--public-key", str(public))
     assert cli.returncode == 1 and "kept body does not match" in cli.stderr
+
+
+def test_audit_commands_on_a_file_that_is_no_audit_database_say_so_in_one_line(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database\n" * 100)
+    for args in (["verify"], ["prove", "x", "-o", str(tmp_path / "p")], ["migrate"], ["search"]):
+        done = run_cli("audit", args[0], str(text), *args[1:])
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1 and "not a readable audit database" in done.stderr
+    chain = run_cli("audit", "verify", str(CHAIN_FORMAT))
+    assert chain.returncode == 1 and "tracegate audit migrate" in chain.stderr

@@ -337,13 +337,20 @@ class AuditLog:
                 # One transaction per batch; a prepared statement, since sqlite-utils'
                 # insert_all re-inspects the schema on every call.
                 rows, bodies = [], []
-                for record, _, _ in batch:
-                    row = record.to_row()
-                    body = seal(dict(record.body)) if record.body is not None else None
-                    row["body_sha256"] = body_digest(body) if body is not None else None
+                for item in list(batch):
+                    try:
+                        row, body = _row_of(item[0])
+                    except Exception as exc:  # this flow alone is denied; the rest go on
+                        batch.remove(item)
+                        self.failures += 1
+                        logger.error("tracegate: audit row could not be made: %s", exc)
+                        item[1].call_soon_threadsafe(_settle, item[2], exc)
+                        continue
                     rows.append(row)
                     if body is not None:
                         bodies.append(body)
+                if not rows:
+                    continue
                 last = self._last_id
                 self._number(rows)
                 try:
@@ -379,6 +386,14 @@ class AuditLog:
                 except Exception as exc:
                     logger.error("tracegate: audit checkpoint at shutdown failed: %s", exc)
             db.conn.close()
+
+
+def _row_of(record: AuditRecord) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The flow's row and its body record (compressed here, on the writer's thread)."""
+    row = record.to_row()
+    body = seal(dict(record.body)) if record.body is not None else None
+    row["body_sha256"] = body_digest(body) if body is not None else None
+    return row, body
 
 
 def _logged(conn: sqlite3.Connection) -> bool:

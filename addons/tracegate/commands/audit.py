@@ -27,6 +27,15 @@ def _filters(args: argparse.Namespace):
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    try:
+        return _audit(args)
+    except sqlite3.DatabaseError as exc:
+        return fail(f"{getattr(args, 'database', '')}: not a readable audit database ({exc})")
+
+
+def _audit(args: argparse.Namespace) -> int:
     from tracegate.audit.reader import AuditReader, export
 
     if args.audit_command == "keygen":
@@ -37,6 +46,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not database.exists():
         return fail(f"{database}: no such audit database")
     if args.audit_command == "verify":
+        import sqlite3
+
+        from tracegate.audit.migrate import needs_migration
+
+        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        try:
+            chain_format = needs_migration(conn)
+        finally:
+            conn.close()
+        if chain_format:
+            return fail(
+                f"{database}: written in the hash-chain format; verify it with the release that "
+                f"wrote it, or run `tracegate audit migrate {database}` (it checks that chain)"
+            )
         return _verify(database, args)
     if args.audit_command == "prove":
         return _prove(database, args)
