@@ -564,3 +564,26 @@ def test_audit_commands_on_a_file_that_is_no_audit_database_say_so_in_one_line(t
         assert done.stderr.count("\n") == 1 and "not a readable audit database" in done.stderr
     chain = run_cli("audit", "verify", str(CHAIN_FORMAT))
     assert chain.returncode == 1 and "tracegate audit migrate" in chain.stderr
+
+
+def test_verify_reports_and_never_crashes_whatever_was_removed(recorded, tmp_path):
+    import shutil
+
+    database, public = recorded
+    statements = [
+        "DELETE FROM log_nodes WHERE level = 0 AND idx = 7",
+        "DELETE FROM log_nodes",
+        "DELETE FROM log_entries WHERE idx = 0",
+        "UPDATE log_entries SET kind = 'nonsense' WHERE idx = 2",
+        "UPDATE log_checkpoints SET note = 'garbage'",
+        "UPDATE log_checkpoints SET size = size + 100",
+        "INSERT INTO log_entries (idx, kind, ref, entry) VALUES (8, 'prune', 0, '{}')",
+        "DROP TABLE bodies",
+        "DELETE FROM bodies WHERE rowid = 1",
+    ]
+    for n, statement in enumerate(statements):
+        copy = tmp_path / f"copy-{n}.sqlite3"
+        shutil.copy(database, copy)
+        tamper(copy, statement)
+        result = verify(copy, log_verifier(str(public), None))
+        assert result.problems, statement

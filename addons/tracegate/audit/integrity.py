@@ -75,12 +75,20 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-def entry_of(conn: sqlite3.Connection, kind: str, ref: int, kept: str | None) -> bytes | None:
+def entry_of(
+    conn: sqlite3.Connection,
+    kind: str,
+    ref: int,
+    kept: str | None,
+    tables: set[str] | None = None,
+) -> bytes | None:
     """The bytes entry (kind, ref) commits to, rebuilt from its row; None if the row is gone."""
     if kind == "prune":
         return kept.encode() if kept is not None else None
+    if kind not in ENTRY_COLUMNS:
+        return None
     table, columns = ENTRY_COLUMNS[kind]
-    if table not in _tables(conn):
+    if table not in (tables if tables is not None else _tables(conn)):
         return None
     found = conn.execute(f"SELECT * FROM {table} WHERE id = ?", (ref,)).fetchone()
     return None if found is None else entry_bytes(kind, dict(found), columns)
@@ -100,12 +108,13 @@ def verify(
         leaves = _check_entries(conn, log, size, pruned_through, walk)
         levels = _check_nodes(conn, leaves, walk)
         tree = merkle.SubtreeHashes(lambda level, i: levels[level][i])
+        grown = len(leaves)  # the tree that can be recomputed (leaves may have been deleted)
         checkpoints = log.checkpoints()
-        _check_checkpoints(log, checkpoints, tree, size, log_key, walk)
+        _check_checkpoints(log, checkpoints, tree, grown, log_key, walk)
         _check_bodies(conn, walk)
         seen = ""
         if witnessed is not None:
-            seen = _check_witnessed(witnessed, tree, size, log_key, walk)
+            seen = _check_witnessed(witnessed, tree, grown, log_key, walk)
         rows = conn.execute(f"SELECT COUNT(*) FROM {FLOWS_TABLE}").fetchone()[0]
         events = walk.counts.get("approval_event", 0)
         return VerifyResult(rows, len(checkpoints), walk.problems, events, size, seen)
@@ -118,7 +127,11 @@ def _check_prunes(conn: sqlite3.Connection, log: MerkleLog, walk: _Walk) -> int:
     through = -1
     query = "SELECT idx, entry FROM log_entries WHERE kind = 'prune' ORDER BY idx"
     for idx, kept in conn.execute(query):
-        if kept is None or merkle.leaf_hash(kept.encode()) != log.leaf(idx):
+        try:
+            leaf = log.leaf(idx)
+        except LookupError:
+            leaf = b""
+        if kept is None or merkle.leaf_hash(kept.encode()) != leaf:
             walk.problem(f"entry {idx} (prune): does not match its leaf (edited)")
             continue
         through = max(through, int(json.loads(kept).get("through", -1)))
@@ -133,6 +146,7 @@ def _check_entries(
     if len(leaves) != size:
         walk.problem(f"the log has {size} entries but {len(leaves)} leaf hashes")
     expected = 0
+    tables = _tables(conn)
     for idx, kind, ref, kept in log.entries():
         if idx != expected:
             walk.problem(f"entry {expected}: missing (entries deleted; next is {idx})")
@@ -141,7 +155,7 @@ def _check_entries(
         if kind == "prune":
             continue
         what = f"entry {idx} ({kind.replace('_', ' ')} {ref})"
-        entry = entry_of(conn, kind, ref, kept)
+        entry = entry_of(conn, kind, ref, kept, tables)
         if entry is None:
             if kind == "flow" and idx <= pruned_through:
                 continue  # its payload was pruned; the leaf stays
@@ -149,7 +163,7 @@ def _check_entries(
         elif idx < len(leaves) and merkle.leaf_hash(entry) != leaves[idx]:
             walk.problem(f"{what}: its row does not match its leaf (edited)")
     for kind, (table, _) in ENTRY_COLUMNS.items():
-        if table not in _tables(conn):
+        if table not in tables:
             continue
         stray = conn.execute(
             f"SELECT id FROM {table} WHERE id NOT IN "
@@ -250,9 +264,21 @@ def _check_witnessed(
 
 
 def _check_bodies(conn: sqlite3.Connection, walk: _Walk) -> None:
-    """Each kept body must be the one its row committed to (the row is in the log)."""
+    """Each kept body must be the one its row committed to (the row is in the log), and each
+    row that committed to a body must still have it."""
     if BODIES_TABLE not in _tables(conn):
+        kept = conn.execute(
+            f"SELECT id FROM {FLOWS_TABLE} WHERE body_sha256 IS NOT NULL LIMIT 1"
+        ).fetchone()
+        if kept is not None:
+            walk.problem("the bodies table is gone, though rows commit to kept bodies (deleted)")
         return
+    missing = conn.execute(
+        f"SELECT f.id FROM {FLOWS_TABLE} f LEFT JOIN {BODIES_TABLE} b ON b.flow_id = f.flow_id "
+        "WHERE f.body_sha256 IS NOT NULL AND b.flow_id IS NULL ORDER BY f.id LIMIT 5"
+    ).fetchall()
+    for (row_id,) in missing:
+        walk.problem(f"row {row_id}: the body it committed to is missing (deleted)")
     query = (
         f"SELECT b.*, f.id AS row_id, f.body_sha256 AS committed FROM {BODIES_TABLE} b "
         f"LEFT JOIN {FLOWS_TABLE} f ON f.flow_id = b.flow_id"
