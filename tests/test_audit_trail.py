@@ -10,7 +10,7 @@ import subprocess
 import httpx
 import pytest
 
-from tests.harness import BIN, REPO, audit_rows, gateway_env, write_config
+from tests.harness import BIN, EXAMPLE, REPO, audit_rows, gateway_env, store_gateway, write_config
 from tracegate.audit.integrity import check_proof, entry_of, prove, verify
 from tracegate.audit.keys import SigningKey, log_verifier
 from tracegate.audit.tlog import MerkleLog
@@ -25,25 +25,47 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture
-def recorded(make_gateway, issuer, tmp_path):
-    """A gateway with a checkpoint key that has served a mix of requests; returns paths."""
-    key = tmp_path / "audit-key.pem"
+@pytest.fixture(scope="module")
+def pristine_trail(tmp_path_factory, store, issuer):
+    """A gateway with a checkpoint key that has served a mix of requests, once per module."""
+    work = tmp_path_factory.mktemp("trail")
+    key = work / "audit-key.pem"
     assert run_cli("audit", "keygen", str(key)).returncode == 0
-    gateway = make_gateway(
+    gateway = store_gateway(
+        work,
+        store,
+        issuer,
+        EXAMPLE,
         how="run",
         **{"audit.signing_key_file": str(key), "audit.checkpoint_every_rows": 3},
-    )
-    token = issuer.token("frank@example.com", ["support-engineers"])
-    other = issuer.token("grace@example.com", ["data-analysts"])
-    with httpx.Client(base_url=gateway.url, timeout=30) as one_connection:
-        for path in (A_TRACE, "/traces/traces/team-b/tr-b001.json", A_TRACE):
-            one_connection.get(path, headers={"Authorization": f"Bearer {token}"})
-    for _ in range(4):
-        httpx.get(gateway.url + A_TRACE, headers={"Authorization": f"Bearer {other}"})
-    httpx.get(gateway.url + A_TRACE)
-    gateway.stop()  # everything flushed; the file is ours now
-    return gateway.config.with_name("audit-0.sqlite3"), key.with_name(key.name + ".vkey")
+    ).start()
+    try:
+        token = issuer.token("frank@example.com", ["support-engineers"])
+        other = issuer.token("grace@example.com", ["data-analysts"])
+        with httpx.Client(base_url=gateway.url, timeout=30) as one_connection:
+            for path in (A_TRACE, "/traces/traces/team-b/tr-b001.json", A_TRACE):
+                one_connection.get(path, headers={"Authorization": f"Bearer {token}"})
+        for _ in range(4):
+            httpx.get(gateway.url + A_TRACE, headers={"Authorization": f"Bearer {other}"})
+        httpx.get(gateway.url + A_TRACE)
+    finally:
+        gateway.stop()  # everything flushed; the file is ours now
+    return work / "audit.sqlite3", key.with_name(key.name + ".vkey")
+
+
+@pytest.fixture
+def recorded(pristine_trail, tmp_path):
+    """A copy of that trail of the test's own (tests tamper with it); and the verifier key."""
+    import shutil
+
+    database, vkey = pristine_trail
+    copy = tmp_path / "audit.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        if database.with_name(database.name + suffix).exists():
+            shutil.copy(
+                database.with_name(database.name + suffix), copy.with_name(copy.name + suffix)
+            )
+    return copy, vkey
 
 
 def test_an_untouched_trail_verifies(recorded):

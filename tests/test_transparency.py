@@ -18,7 +18,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.harness import BIN, audit_rows
+from tests.harness import BIN, EXAMPLE, audit_rows, store_gateway
 from tracegate.audit import merkle
 from tracegate.audit.integrity import entry_of, verify
 from tracegate.audit.keys import SigningKey, log_verifier
@@ -46,19 +46,25 @@ class WitnessProcess:
     process: subprocess.Popen
 
 
-@pytest.fixture
-def log_key(tmp_path) -> tuple[Path, Path]:
-    key = tmp_path / "log.pem"
+@pytest.fixture(scope="module")
+def trail(tmp_path_factory) -> Path:
+    """The module's folder: the log key, the witness's state, the directory sink."""
+    return tmp_path_factory.mktemp("transparency")
+
+
+@pytest.fixture(scope="module")
+def log_key(trail) -> tuple[Path, Path]:
+    key = trail / "log.pem"
     assert cli("audit", "keygen", str(key), "--origin", ORIGIN).returncode == 0
     return key, key.with_name("log.pem.vkey")
 
 
-@pytest.fixture
-def witness(tmp_path, log_key) -> Iterator[WitnessProcess]:
-    state = tmp_path / "witness-state.json"
+@pytest.fixture(scope="module")
+def witness(trail, log_key) -> Iterator[WitnessProcess]:
+    state = trail / "witness-state.json"
     process = subprocess.Popen(
         [str(BIN / "tracegate"), "witness", "--state", str(state), "--key",
-         str(tmp_path / "witness.pem"), "--name", "witness.test", "--log-key", str(log_key[1])],
+         str(trail / "witness.pem"), "--name", "witness.test", "--log-key", str(log_key[1])],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
     )  # fmt: skip
     assert process.stdout is not None
@@ -70,31 +76,54 @@ def witness(tmp_path, log_key) -> Iterator[WitnessProcess]:
         stop_process(process)
 
 
-@pytest.fixture
-def published(make_gateway, issuer, tmp_path, log_key, witness):
-    """A gateway that signed checkpoints every 2 rows and published each to both sinks."""
-    gateway = make_gateway(
+@pytest.fixture(scope="module")
+def published_once(trail, store, issuer, log_key, witness) -> tuple[Path, str]:
+    """A gateway that signed checkpoints every 2 rows and published each to both sinks
+    (`trail/sink`, the witness); run once for the module, its database copied per test."""
+    gateway = store_gateway(
+        trail,
+        store,
+        issuer,
+        EXAMPLE,
         how="run",
         **{
             "audit.signing_key_file": str(log_key[0]),
             "audit.log_origin": ORIGIN,
             "audit.checkpoint_every_rows": 2,
             "audit.publish": [
-                {"directory": str(tmp_path / "sink")},
+                {"directory": str(trail / "sink")},
                 {"witness": {"url": witness.url, "key": witness.vkey}},
             ],
         },
-    )
-    token = issuer.token("alice@example.com", ["support-engineers"])
-    for _ in range(5):
-        answer = httpx.get(gateway.url + A_TRACE, headers={"Authorization": f"Bearer {token}"})
-        assert answer.status_code == 200
-    gateway.stop()  # the last checkpoint is signed and published at shutdown
-    return gateway.config.with_name("audit-0.sqlite3"), answer.headers["x-tracegate-flow"]
+    ).start()
+    try:
+        token = issuer.token("alice@example.com", ["support-engineers"])
+        for _ in range(5):
+            headers = {"Authorization": f"Bearer {token}"}
+            answer = httpx.get(gateway.url + A_TRACE, headers=headers)
+            assert answer.status_code == 200
+    finally:
+        gateway.stop()  # the last checkpoint is signed and published at shutdown
+    return trail / "audit.sqlite3", answer.headers["x-tracegate-flow"]
+
+
+@pytest.fixture
+def published(published_once, tmp_path) -> tuple[Path, str]:
+    """The module's audit database, copied: each test tampers with its own."""
+    import shutil
+
+    database, flow_id = published_once
+    copy = tmp_path / "audit.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        if database.with_name(database.name + suffix).exists():
+            shutil.copy(
+                database.with_name(database.name + suffix), copy.with_name(copy.name + suffix)
+            )
+    return copy, flow_id
 
 
 def test_every_checkpoint_reaches_the_directory_and_is_cosigned_by_the_witness(
-    published, tmp_path, log_key, witness
+    published, trail, log_key, witness
 ):
     database, _ = published
     conn = sqlite3.connect(database)
@@ -102,7 +131,7 @@ def test_every_checkpoint_reaches_the_directory_and_is_cosigned_by_the_witness(
     notes = [n for (n,) in conn.execute("SELECT note FROM log_checkpoints ORDER BY size")]
     conn.close()
     assert sizes[-1] == 5 and len(sizes) >= 3
-    written = (tmp_path / "sink" / "checkpoints").read_text()
+    written = (trail / "sink" / "checkpoints").read_text()
     assert written.count(ORIGIN + "\n") == len(sizes)
     state = json.loads(witness.state.read_text())[ORIGIN]
     assert state["size"] == 5
@@ -167,14 +196,14 @@ def cut_tail(database: Path, keep: int) -> None:
 
 
 def test_a_log_cut_short_verifies_alone_but_not_against_the_witness(
-    published, tmp_path, log_key, witness
+    published, trail, log_key, witness
 ):
     database, _ = published
     cut_tail(database, 2)
     key = log_verifier(str(log_key[1]), None)
     assert verify(database, key).ok  # inside the database, nothing is left to disagree
     assert len(audit_rows(database)) == 2
-    for source in (witness.url, str(witness.state), str(tmp_path / "sink" / "checkpoints")):
+    for source in (witness.url, str(witness.state), str(trail / "sink" / "checkpoints")):
         check = cli(
             "audit", "verify", str(database), "--public-key", str(log_key[1]),
             "--witness", source,
