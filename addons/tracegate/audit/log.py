@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -131,14 +131,15 @@ class AuditRecord:
     body: dict[str, Any] | None = None
 
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
-        row.pop("body", None)
+        # Shallow on purpose: `asdict` would deep-copy the body's bytes only to drop them.
+        row = {name: getattr(self, name) for name in ROW_FIELDS}
         row["roles"] = json.dumps(self.roles)
         row["masks"] = json.dumps(self.masks, sort_keys=True)
         row["approval"] = json.dumps(self.approval, sort_keys=True) if self.approval else None
         return row
 
 
+ROW_FIELDS = tuple(f.name for f in fields(AuditRecord) if f.name != "body")
 _STOP = object()
 
 
@@ -377,8 +378,12 @@ class AuditLog:
                 self.failures += len(batch)
                 logger.error("tracegate: audit write failed: %s", exc)
                 db = None
+            # One wake-up per event loop for the whole batch, not one per flow.
+            waiting: dict[Any, list[asyncio.Future[None]]] = {}
             for _, loop, future in batch:
-                loop.call_soon_threadsafe(_settle, future, error)
+                waiting.setdefault(loop, []).append(future)
+            for loop, futures in waiting.items():
+                loop.call_soon_threadsafe(_settle_all, futures, error)
         if db is not None:
             if self._signer is not None:  # the last rows get their checkpoint at shutdown
                 try:
@@ -399,6 +404,11 @@ def _row_of(record: AuditRecord) -> tuple[dict[str, Any], dict[str, Any] | None]
 def _logged(conn: sqlite3.Connection) -> bool:
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     return "log_entries" in tables and conn.execute("SELECT 1 FROM log_entries").fetchone()
+
+
+def _settle_all(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        _settle(future, error)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
