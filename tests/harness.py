@@ -26,6 +26,7 @@ __all__ = [
     "REPO",
     "GatewayProcess",
     "audit_rows",
+    "copy_database",
     "gateway_env",
     "held_flow",
     "store_gateway",
@@ -173,6 +174,18 @@ class GatewayProcess:
         if self.process is None:
             return None
         return stop_process(self.process, timeout=15)
+
+
+def copy_database(source: Path, target: Path) -> Path:
+    """A SQLite file and its WAL companions, copied (a test then tampers with its own)."""
+    import shutil
+
+    for suffix in ("", "-wal", "-shm"):
+        if source.with_name(source.name + suffix).exists():
+            shutil.copy(
+                source.with_name(source.name + suffix), target.with_name(target.name + suffix)
+            )
+    return target
 
 
 def audit_rows(path: Path, **where: Any) -> list[dict[str, Any]]:

@@ -10,7 +10,16 @@ import subprocess
 import httpx
 import pytest
 
-from tests.harness import BIN, EXAMPLE, REPO, audit_rows, gateway_env, store_gateway, write_config
+from tests.harness import (
+    BIN,
+    EXAMPLE,
+    REPO,
+    audit_rows,
+    copy_database,
+    gateway_env,
+    store_gateway,
+    write_config,
+)
 from tracegate.audit.integrity import check_proof, entry_of, prove, verify
 from tracegate.audit.keys import SigningKey, log_verifier
 from tracegate.audit.tlog import MerkleLog
@@ -56,16 +65,8 @@ def pristine_trail(tmp_path_factory, store, issuer):
 @pytest.fixture
 def recorded(pristine_trail, tmp_path):
     """A copy of that trail of the test's own (tests tamper with it); and the verifier key."""
-    import shutil
-
     database, vkey = pristine_trail
-    copy = tmp_path / "audit.sqlite3"
-    for suffix in ("", "-wal", "-shm"):
-        if database.with_name(database.name + suffix).exists():
-            shutil.copy(
-                database.with_name(database.name + suffix), copy.with_name(copy.name + suffix)
-            )
-    return copy, vkey
+    return copy_database(database, tmp_path / "audit.sqlite3"), vkey
 
 
 def test_an_untouched_trail_verifies(recorded):

@@ -9,7 +9,6 @@ store's certificate against a CA it is given.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import ssl
 import threading
 from collections.abc import Iterator
@@ -18,45 +17,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.harness import EXAMPLE, store_gateway
 from tracegate.demo.store import free_port
+from tracegate.demo.tls import local_ca
 from tracegate.demo.traces import PLANTED_EMAIL
 
 KEY = "traces/team-a/tr-a001.json"
-
-
-def self_signed(folder: Path, name: str) -> tuple[Path, Path]:
-    """A certificate for `name` that is its own CA (the gateway is told to trust it)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "store-cert.pem", folder / "store-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 @dataclass
@@ -64,15 +31,14 @@ class TlsFront:
     """TLS in front of a plain-HTTP store: decrypts, relays bytes, records server names."""
 
     target_port: int
-    cert: Path
-    key: Path
+    pem: Path  # key and certificate
     port: int = 0
     server_names: list[str | None] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> TlsFront:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.cert, self.key)
+        context.load_cert_chain(self.pem)
         context.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)
         self.port = free_port()
         ready = threading.Event()
@@ -116,6 +82,7 @@ class StoreBehindTls:
 
     inner: object
     front: TlsFront
+    ca: Path  # what the gateway is told to trust
 
     @property
     def endpoint(self) -> str:
@@ -131,10 +98,10 @@ class StoreBehindTls:
 
 @pytest.fixture
 def tls_store(tmp_path, store) -> Iterator[StoreBehindTls]:
-    cert, key = self_signed(tmp_path, "localhost")
-    front = TlsFront(int(store.endpoint.rsplit(":", 1)[1]), cert, key).start()
+    ca, pem = local_ca(tmp_path / "store-tls", hosts=("localhost",))
+    front = TlsFront(int(store.endpoint.rsplit(":", 1)[1]), pem).start()
     try:
-        yield StoreBehindTls(store, front)
+        yield StoreBehindTls(store, front, ca)
     finally:
         front.stop()
 
@@ -143,7 +110,7 @@ def test_the_store_is_asked_under_its_own_name_whatever_the_client_says(
     tmp_path, tls_store, issuer
 ):
     gateway = store_gateway(tmp_path, tls_store, issuer, EXAMPLE)
-    gateway.extra_args = ["--set", f"ssl_verify_upstream_trusted_ca={tls_store.front.cert}"]
+    gateway.extra_args = ["--set", f"ssl_verify_upstream_trusted_ca={tls_store.ca}"]
     gateway.start()
     try:
         ca = gateway.workdir / "mitmproxy-conf" / "mitmproxy-ca-cert.pem"

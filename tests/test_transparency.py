@@ -18,7 +18,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.harness import BIN, EXAMPLE, audit_rows, store_gateway
+from tests.harness import BIN, EXAMPLE, audit_rows, copy_database, store_gateway
 from tracegate.audit import merkle
 from tracegate.audit.integrity import entry_of, verify
 from tracegate.audit.keys import SigningKey, log_verifier
@@ -110,16 +110,8 @@ def published_once(trail, store, issuer, log_key, witness) -> tuple[Path, str]:
 @pytest.fixture
 def published(published_once, tmp_path) -> tuple[Path, str]:
     """The module's audit database, copied: each test tampers with its own."""
-    import shutil
-
     database, flow_id = published_once
-    copy = tmp_path / "audit.sqlite3"
-    for suffix in ("", "-wal", "-shm"):
-        if database.with_name(database.name + suffix).exists():
-            shutil.copy(
-                database.with_name(database.name + suffix), copy.with_name(copy.name + suffix)
-            )
-    return copy, flow_id
+    return copy_database(database, tmp_path / "audit.sqlite3"), flow_id
 
 
 def test_every_checkpoint_reaches_the_directory_and_is_cosigned_by_the_witness(
