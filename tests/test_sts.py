@@ -86,6 +86,24 @@ def read_with_boto3(env: dict[str, str]) -> str:
     return done.stdout
 
 
+CHATS = "s3://traces/traces/team-a/chats/2026-11-20.jsonl"
+POLARS = f"import polars as pl\nprint(pl.read_ndjson({CHATS!r}).write_json())"
+PANDAS = (
+    f"import pandas as pd\nprint(pd.read_json({CHATS!r}, lines=True).to_json(orient='records'))"
+)
+
+
+def read_chats(env: dict[str, str], script: str) -> list:
+    """The day's chat log as a clean process, configured by `env` alone, reads it: its rows,
+    none of which may show a user's e-mail (each line names one)."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "@example.com" not in done.stdout
+    return json.loads(done.stdout)
+
+
 def client_env(gateway: GatewayProcess, token_file: Path, **extra: str) -> dict[str, str]:
     """What a user sets for their AWS tools, and nothing else of AWS's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRACEGATE_"))}
@@ -489,16 +507,7 @@ def test_the_listener_serves_its_configured_certificate_to_boto3_and_polars(
         env["AWS_ENDPOINT_URL"] = https
         out = read_with_boto3(env)
         assert json.loads(out)["trace_id"] and PLANTED_EMAIL not in out
-        script = (
-            "import polars as pl\n"
-            "frame = pl.read_ndjson('s3://traces/traces/team-a/chats/2026-11-20.jsonl')\n"
-            "print(frame.write_json())"
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert json.loads(done.stdout) and "@example.com" not in done.stdout
+        assert read_chats(env, POLARS)
         import ssl
 
         served = ssl.get_server_certificate(("127.0.0.1", gateway.port)).strip()
@@ -511,17 +520,7 @@ def test_polars_reads_a_jsonl_trace_from_environment_variables_alone(sts_gateway
     # polars asks boto3 for credentials (the web identity call) and reads with Rust's
     # object_store, which signs its own requests (Range included) for tracegate to check.
     env = client_env(sts_gateway, token_file, AWS_ALLOW_HTTP="true")
-    script = (
-        "import polars as pl\n"
-        "frame = pl.read_ndjson('s3://traces/traces/team-a/chats/2026-11-20.jsonl')\n"
-        "print(frame.write_json())"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = json.loads(done.stdout)
-    assert rows and "@example.com" not in done.stdout  # each line names its user's email
+    assert read_chats(env, POLARS)
 
 
 def test_pandas_reads_a_jsonl_trace_through_s3fs_from_environment_variables_alone(
@@ -529,18 +528,7 @@ def test_pandas_reads_a_jsonl_trace_through_s3fs_from_environment_variables_alon
 ):
     # pandas opens s3:// with s3fs, which signs with aiobotocore (botocore's async twin): the
     # web identity call, the endpoint and the region all come from the same variables as boto3.
-    env = client_env(sts_gateway, token_file)
-    script = (
-        "import pandas as pd\n"
-        "frame = pd.read_json('s3://traces/traces/team-a/chats/2026-11-20.jsonl', lines=True)\n"
-        "print(frame.to_json(orient='records'))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = json.loads(done.stdout)
-    assert rows and "@example.com" not in done.stdout  # each line names its user's email
+    assert read_chats(client_env(sts_gateway, token_file), PANDAS)
 
 
 @pytest.mark.parametrize("how", ["web_identity", "credential_process"])
