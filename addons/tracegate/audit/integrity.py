@@ -32,6 +32,7 @@ from tracegate.audit.tlog import (
     MerkleLog,
     SignedCheckpoint,
     entry_bytes,
+    immediate,
     node_key,
 )
 
@@ -303,40 +304,34 @@ def prune(path: str | Path, before: str, signer: NoteSigner | None = None) -> tu
     Returns (rows removed, the last entry index they reached); (0, -1) if none."""
     conn = sqlite3.connect(path, timeout=10, isolation_level=None)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        found = conn.execute(
-            "SELECT MAX(e.idx) FROM log_entries e JOIN flows f ON e.kind = 'flow' "
-            "AND f.id = e.ref WHERE f.ts < ?",
-            (before,),
-        ).fetchone()[0]
-        if found is None:
-            conn.execute("ROLLBACK")
-            return 0, -1
-        refs = "SELECT ref FROM log_entries WHERE kind = 'flow' AND idx <= ?"
-        conn.execute(
-            f"DELETE FROM {BODIES_TABLE} WHERE flow_id IN "
-            f"(SELECT flow_id FROM flows WHERE id IN ({refs}))",
-            (found,),
-        )
-        deleted = conn.execute(f"DELETE FROM flows WHERE id IN ({refs})", (found,)).rowcount
-        record = {
-            "kind": "prune",
-            "before": before,
-            "through": found,
-            "rows": deleted,
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        entry = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
-        log = MerkleLog(conn)
-        log.append([("prune", 0, entry)])
-        if signer is not None:
-            log.sign(signer)
-        conn.execute("COMMIT")
+        with immediate(conn):
+            found = conn.execute(
+                "SELECT MAX(e.idx) FROM log_entries e JOIN flows f ON e.kind = 'flow' "
+                "AND f.id = e.ref WHERE f.ts < ?",
+                (before,),
+            ).fetchone()[0]
+            if found is None:
+                return 0, -1  # nothing to drop: the empty transaction commits
+            refs = "SELECT ref FROM log_entries WHERE kind = 'flow' AND idx <= ?"
+            conn.execute(
+                f"DELETE FROM {BODIES_TABLE} WHERE flow_id IN "
+                f"(SELECT flow_id FROM flows WHERE id IN ({refs}))",
+                (found,),
+            )
+            deleted = conn.execute(f"DELETE FROM flows WHERE id IN ({refs})", (found,)).rowcount
+            record = {
+                "kind": "prune",
+                "before": before,
+                "through": found,
+                "rows": deleted,
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            entry = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+            log = MerkleLog(conn)
+            log.append([("prune", 0, entry)])
+            if signer is not None:
+                log.sign(signer)
         return deleted, found
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     finally:
         conn.close()
 

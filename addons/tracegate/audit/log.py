@@ -29,6 +29,7 @@ from tracegate.audit.tlog import (
     MerkleLog,
     SignedCheckpoint,
     entry_bytes,
+    immediate,
 )
 
 logger = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ class AuditLog:
         tables = set(db.table_names())
         if FLOWS_TABLE in tables:
             existing = set(db[FLOWS_TABLE].columns_dict)
-            if "prev_hash" in existing and not _logged(db.conn):
+            if in_chain_format(db.conn):
                 db.conn.close()
                 raise AuditSchemaError(
                     f"{self.path}: written in the hash-chain format; run `tracegate audit "
@@ -280,13 +281,8 @@ class AuditLog:
     def checkpoint(self, conn: sqlite3.Connection) -> SignedCheckpoint | None:
         """Sign the log as it stands (if it grew), then hand the checkpoint to the publisher."""
         assert self._signer is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             signed = MerkleLog(conn).sign(self._signer)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         self._since_checkpoint = 0
         self._checkpoint_at = time.monotonic()
         if signed is not None and self._publish is not None:
@@ -401,9 +397,16 @@ def _row_of(record: AuditRecord) -> tuple[dict[str, Any], dict[str, Any] | None]
     return row, body
 
 
-def _logged(conn: sqlite3.Connection) -> bool:
+def in_chain_format(conn: sqlite3.Connection) -> bool:
+    """A file of the hash-chain release: rows with a `prev_hash` column and no Merkle log yet
+    (`tracegate audit migrate` brings it in)."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return "log_entries" in tables and conn.execute("SELECT 1 FROM log_entries").fetchone()
+    if FLOWS_TABLE not in tables:
+        return False
+    columns = {r[1] for r in conn.execute(f"PRAGMA table_info({FLOWS_TABLE})")}
+    if "prev_hash" not in columns:
+        return False
+    return "log_entries" not in tables or not conn.execute("SELECT 1 FROM log_entries").fetchone()
 
 
 def _settle_all(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:

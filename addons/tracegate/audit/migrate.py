@@ -13,8 +13,8 @@ import json
 import sqlite3
 from pathlib import Path
 
-from tracegate.audit.log import COLUMNS, FLOWS_TABLE
-from tracegate.audit.tlog import APPROVAL_EVENT_COLUMNS, MerkleLog, entry_bytes
+from tracegate.audit.log import COLUMNS, FLOWS_TABLE, in_chain_format
+from tracegate.audit.tlog import APPROVAL_EVENT_COLUMNS, MerkleLog, entry_bytes, immediate
 
 GENESIS = "0" * 64
 EVENTS_TABLE = "approval_events"
@@ -22,18 +22,6 @@ EVENTS_TABLE = "approval_events"
 
 class MigrationRefused(RuntimeError):
     pass
-
-
-def needs_migration(conn: sqlite3.Connection) -> bool:
-    """A chain-format file: rows with a `prev_hash` column and no Merkle log yet."""
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if FLOWS_TABLE not in tables:
-        return False
-    columns = {r[1] for r in conn.execute(f"PRAGMA table_info({FLOWS_TABLE})")}
-    if "prev_hash" not in columns:
-        return False
-    logged = "log_entries" in tables and conn.execute("SELECT 1 FROM log_entries").fetchone()
-    return not logged
 
 
 def _old_hash(prev_hash: str, row: dict) -> str:
@@ -61,36 +49,31 @@ def migrate(path: str | Path) -> tuple[int, int]:
     """Check the old chains, then log every row; (flows, approval events) brought in."""
     conn = sqlite3.connect(path, timeout=10, isolation_level=None)
     try:
-        if not needs_migration(conn):
+        if not in_chain_format(conn):
             raise MigrationRefused(f"{path}: nothing to migrate (no hash-chain rows)")
-        conn.execute("BEGIN IMMEDIATE")
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-        anchor = GENESIS
-        if "checkpoints" in tables:  # a prune left the last deleted row's hash as the anchor
-            found = conn.execute(
-                "SELECT row_hash FROM checkpoints WHERE kind = 'prune' ORDER BY row_id DESC"
-            ).fetchone()
-            anchor = found[0] if found else GENESIS
-        flows = _check_chain(conn, FLOWS_TABLE, "row", anchor)
-        events = _check_chain(conn, EVENTS_TABLE, "approval event", GENESIS) if (
-            EVENTS_TABLE in tables
-        ) else []  # fmt: skip
-        columns = {r[1] for r in conn.execute(f"PRAGMA table_info({FLOWS_TABLE})")}
-        for name in set(COLUMNS) - columns:
-            conn.execute(f"ALTER TABLE {FLOWS_TABLE} ADD COLUMN {name} TEXT")
-            for row in flows:
-                row[name] = None
-        MerkleLog.create(conn)
-        entries = [("flow", r["id"], entry_bytes("flow", r, COLUMNS)) for r in flows]
-        for event in events:
-            kept = entry_bytes("approval_event", event, APPROVAL_EVENT_COLUMNS)
-            entries.append(("approval_event", event["id"], kept))
-        MerkleLog(conn).append(entries)
-        conn.execute("COMMIT")
+        with immediate(conn):
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            anchor = GENESIS
+            if "checkpoints" in tables:  # a prune left the last deleted row's hash as the anchor
+                found = conn.execute(
+                    "SELECT row_hash FROM checkpoints WHERE kind = 'prune' ORDER BY row_id DESC"
+                ).fetchone()
+                anchor = found[0] if found else GENESIS
+            flows = _check_chain(conn, FLOWS_TABLE, "row", anchor)
+            events = _check_chain(conn, EVENTS_TABLE, "approval event", GENESIS) if (
+                EVENTS_TABLE in tables
+            ) else []  # fmt: skip
+            columns = {r[1] for r in conn.execute(f"PRAGMA table_info({FLOWS_TABLE})")}
+            for name in set(COLUMNS) - columns:
+                conn.execute(f"ALTER TABLE {FLOWS_TABLE} ADD COLUMN {name} TEXT")
+                for row in flows:
+                    row[name] = None
+            MerkleLog.create(conn)
+            entries = [("flow", r["id"], entry_bytes("flow", r, COLUMNS)) for r in flows]
+            for event in events:
+                kept = entry_bytes("approval_event", event, APPROVAL_EVENT_COLUMNS)
+                entries.append(("approval_event", event["id"], kept))
+            MerkleLog(conn).append(entries)
         return len(flows), len(events)
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     finally:
         conn.close()

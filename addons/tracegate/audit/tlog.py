@@ -13,6 +13,7 @@ own transaction (BEGIN IMMEDIATE serialises them, across threads and processes a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -53,6 +54,18 @@ APPROVAL_EVENT_COLUMNS = (
 def node_key(level: int, index: int) -> int:
     """Where node (level, index) sits in `log_nodes`: after every node completed before it."""
     return ((((index + 1) << level) - 1) << 6) | level
+
+
+@contextlib.contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction, its lock taken at once: committed, or rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 class LogForked(RuntimeError):

@@ -48,11 +48,11 @@ def _audit(args: argparse.Namespace) -> int:
     if args.audit_command == "verify":
         import sqlite3
 
-        from tracegate.audit.migrate import needs_migration
+        from tracegate.audit.log import in_chain_format
 
         conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
         try:
-            chain_format = needs_migration(conn)
+            chain_format = in_chain_format(conn)
         finally:
             conn.close()
         if chain_format:
@@ -269,7 +269,7 @@ def _sign_or_prune(database: Path, args: argparse.Namespace) -> int:
 
     from tracegate.audit.integrity import prune
     from tracegate.audit.keys import SigningKey
-    from tracegate.audit.tlog import LogForked, MerkleLog
+    from tracegate.audit.tlog import LogForked, MerkleLog, immediate
 
     try:
         signer = SigningKey.load(args.key).signer(args.origin) if args.key else None
@@ -288,11 +288,9 @@ def _sign_or_prune(database: Path, args: argparse.Namespace) -> int:
     assert signer is not None
     conn = sqlite3.connect(database, timeout=10, isolation_level=None)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        signed = MerkleLog(conn).sign(signer)
-        conn.execute("COMMIT")
+        with immediate(conn):
+            signed = MerkleLog(conn).sign(signer)
     except LogForked as exc:
-        conn.execute("ROLLBACK")
         return fail(str(exc))
     finally:
         conn.close()

@@ -19,9 +19,6 @@ MAX_BODY = 64 * 1024
 
 
 def cmd_witness(args: argparse.Namespace) -> int:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     from tracegate.audit.keys import SigningKey
     from tracegate.audit.note import COSIGNATURE_V1, NoteError, NoteSigner, Verifier
     from tracegate.audit.witness import Witness
@@ -29,14 +26,7 @@ def cmd_witness(args: argparse.Namespace) -> int:
     key_path = Path(args.key)
     try:
         if not key_path.exists():
-            key_path.write_bytes(
-                Ed25519PrivateKey.generate().private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
-            key_path.chmod(0o600)
+            SigningKey.generate(key_path)
         signer = NoteSigner(args.name, SigningKey.load(key_path).private, COSIGNATURE_V1)
         logs = [
             Verifier.parse(Path(k).read_text() if Path(k).is_file() else k) for k in args.log_key
