@@ -170,7 +170,9 @@ class AuditLog:
         self._busy_timeout = busy_timeout_ms / 1000
         self._batch_rows = batch_max_rows
         self._batch_wait = batch_max_wait_ms / 1000
-        self._queue: queue.Queue[Any] = queue.Queue()
+        # SimpleQueue: a put from the event loop is one C call that never waits on a lock
+        # the writer holds (queue.Queue's Condition made the loop wait for the GIL).
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.failures = 0
         self.written = 0
@@ -320,7 +322,8 @@ class AuditLog:
             deadline = time.monotonic() + self._batch_wait
             while len(batch) < self._batch_rows:
                 try:
-                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+                    left = deadline - time.monotonic()
+                    item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:
