@@ -320,3 +320,14 @@ def test_street_words_are_found_where_one_regex_over_the_text_finds_them():
     texts += [t for _, doc in corpus.documents for t in strings(doc)]
     for text in texts:
         assert street_spots(text) == [m.start() for m in reference.finditer(text)], text
+
+
+def test_address_windows_open_only_where_a_street_line_could_stand():
+    from tracegate.detectors.addresses import _windows
+
+    # Letters inside ids and hex, and number pairs with no town after them, open nothing.
+    assert _windows("span 4c3f9a21bd 7r2 took 12 345 ms, 3 c_4 1 r2d2") == []
+    assert _windows("ship to 12 High Street today") != []
+    assert _windows("Hauptstraße 5, 10115 Berlin") != []
+    assert _windows("Musterweg 12, 10115 Berlin") != []
+    assert _windows("c/ Mayor 5, 28013 Madrid") != []

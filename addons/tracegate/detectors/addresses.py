@@ -168,7 +168,10 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
 
 DIGIT = re.compile(r"\d")
 MAX_WINDOW = 480  # characters the exact patterns see at once, however many street words
-NUMBER_THEN_POSTCODE = re.compile(r"\d{1,5},?[ ](?:\d{2,5}|[A-Z]{1,2}-\d{4})")
+# A house number, then a postcode with a town's capital after it ("12, 10115 Berlin").
+NUMBER_THEN_POSTCODE = re.compile(
+    rf"\d{{1,5}},?[ ](?:\d{{2,5}}|[A-Z]{{1,2}}-\d{{4}})(?=[\dA-Z \-]{{0,9}}[ ][{UPPER}])"
+)
 
 
 # Where street words stand: a separate street word, or a word that ends in a street suffix.
@@ -199,10 +202,29 @@ def street_spots(text: str) -> list[int]:
     return spots
 
 
+WORD_CHAR = re.compile(r"\w")
+
+
+def _may_anchor(text: str, spot: int) -> bool:
+    """Whether the street word at `spot` can be part of a street line: every pattern wants it
+    to end its token ("Street," "Hauptstraße 5"), and a separate street word to start one as
+    well, so the letters inside ids and hex ("4c3f", "0x9bd1") never open a window."""
+    end = LETTER_RUN.match(text, spot).end()  # type: ignore[union-attr]
+    if WORD_CHAR.match(text, end):
+        return False
+    word = text[spot:end].lower()
+    return (
+        spot == 0
+        or not WORD_CHAR.match(text, spot - 1)
+        or word.endswith(PLAIN_SUFFIXES)
+        or (word.endswith(DOTTED_SUFFIXES) and text.startswith(".", end))
+    )
+
+
 def _windows(text: str) -> list[tuple[int, int]]:
     """Stretches of text around street-type words and number-then-postcode shapes: the exact
     patterns run only there, not over the whole text."""
-    spots = street_spots(text)
+    spots = [spot for spot in street_spots(text) if _may_anchor(text, spot)]
     spots.extend(m.start() for m in NUMBER_THEN_POSTCODE.finditer(text))
     windows: list[tuple[int, int]] = []
     for spot in sorted(spots):

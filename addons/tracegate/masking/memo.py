@@ -9,7 +9,6 @@ new maskers, so nothing masked under an older policy is ever served from here.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import threading
 
@@ -51,5 +50,5 @@ class MaskedBodies:
         with self._lock:
             if self._bytes + size > self._max_bytes or len(self._entries) >= self._max_entries:
                 self._entries, self._bytes = {}, 0
-            self._entries[key] = (masked, copy.deepcopy(report))
+            self._entries[key] = (masked, report.copy())
             self._bytes += size

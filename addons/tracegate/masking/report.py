@@ -41,6 +41,17 @@ class MaskReport:
         self.documents += other.documents
         self.listing_removed += other.listing_removed
 
+    def copy(self) -> MaskReport:
+        """An independent copy (paths are strings: one level of copying is enough, where
+        `copy.deepcopy` walked every path of every rule)."""
+        return MaskReport(
+            Counter(self.counts),
+            dict(self.actions),
+            {rule: list(paths) for rule, paths in self.paths.items()},
+            self.documents,
+            self.listing_removed,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         rules = {
             rule: {"action": self.actions[rule], "count": n, "paths": self.paths.get(rule, [])}
