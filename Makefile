@@ -30,6 +30,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	sh scripts/ensure-chromium.sh
 	sh scripts/ensure-pouchdb.sh
+	sh scripts/ensure-postgresql.sh
 	$(VENV)/bin/ruff check addons tests scripts
 	$(VENV)/bin/ruff format --check addons tests scripts
 	$(VENV)/bin/pytest -n 2

@@ -284,6 +284,21 @@ class AuditConfig(Strict):
     publish: list[PublishTarget] = []
 
 
+class StateConfig(Strict):
+    """Where the state that gateway processes share lives. `sqlite` (the default) keeps it in
+    the audit database's file, for one process; `postgres` in one PostgreSQL database that
+    every replica uses (the SAML assertion IDs already used, so far)."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    # The DSN (it holds a password) comes from this environment variable, or from this file:
+    # never from the YAML.
+    dsn_env: str = Field("TRACEGATE_DATABASE_URL", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    dsn_file: str | None = None
+    pool_max: int = Field(8, ge=1, le=100)
+    # How long a request waits for the database before it is refused (fail closed).
+    timeout_seconds: float = Field(2.0, gt=0, le=60)
+
+
 class MaskRule(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$")
     path: str
@@ -565,6 +580,7 @@ class GatewayConfig(Strict):
     limits: LimitsConfig = LimitsConfig()
     masking: MaskingConfig = MaskingConfig()
     audit: AuditConfig = AuditConfig()
+    state: StateConfig = StateConfig()
     admin: AdminConfig = AdminConfig()
     logging: LoggingConfig = LoggingConfig()
     approvals: ApprovalsConfig = ApprovalsConfig()

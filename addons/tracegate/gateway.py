@@ -12,6 +12,7 @@ Each step fills in the flow's `Exchange`, from which the audit row is made, and 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from tracegate.exchange import (
 )
 from tracegate.identity import sigv4
 from tracegate.identity.oidc import TokenValidator, bearer_token
+from tracegate.identity.replay import AssertionLedger, SqliteAssertionLedger
 from tracegate.identity.saml import SamlValidator
 from tracegate.identity.session_credentials import CredentialSealer
 from tracegate.masking import Masker
@@ -71,6 +73,7 @@ class Gateway:
         hash_key: bytes | None,
         validator: TokenValidator | None = None,
         sealer: CredentialSealer | None = None,
+        ledger: AssertionLedger | None = None,
     ) -> None:
         self.config = config
         self.version = config.version_hash()
@@ -81,19 +84,17 @@ class Gateway:
             if config.identity.sts.enabled and sealer is not None
             else None
         )
-        self.saml = (
-            SamlValidator(config.identity, replay_path=config.audit.path)
-            if config.identity.saml
-            else None
-        )
+        ledger = ledger or SqliteAssertionLedger(config.audit.path)
+        self.saml = SamlValidator(config.identity, ledger=ledger) if config.identity.saml else None
         self._maskers: dict[tuple[str, str], Masker] = {}
         for role_name, role in config.roles.items():
             for purpose, scope in role.scopes.items():
                 self._maskers[(role_name, purpose)] = Masker(scope, hash_key)
 
     @classmethod
-    def from_config(cls, config: GatewayConfig) -> Gateway:
-        """Build from a config, reading secrets from the environment; ConfigError if missing."""
+    def from_config(cls, config: GatewayConfig, ledger: AssertionLedger | None = None) -> Gateway:
+        """Build from a config, reading secrets from the environment; ConfigError if missing.
+        `ledger`: where used SAML assertion IDs go (default: the audit database's file)."""
         store = STORES[config.upstream.kind].from_config(config)
         env = config.masking.hash_key_env
         hash_key = os.environ.get(env, "").encode() or None
@@ -108,7 +109,7 @@ class Gateway:
                 f"masking.hash_key_env: environment variable {env} is not set (hash masks need it)"
             )
         sealer = load_sealer(config) if config.identity.sts.enabled else None
-        return cls(config, store, hash_key, sealer=sealer)
+        return cls(config, store, hash_key, sealer=sealer, ledger=ledger)
 
     def new_exchange(self, flow_id: str, request: IncomingRequest) -> Exchange:
         return Exchange(flow_id=flow_id, request=request, policy_version=self.version)
@@ -145,7 +146,8 @@ class Gateway:
             exchange.identity = f"sts {credentials.access_key_id}"
         elif saml and self.saml is not None:
             exchange.identity = "saml"
-            exchange.principal = self.saml.validate(saml)
+            # In a thread: the signature check is CPU work and the ledger may be a database.
+            exchange.principal = await asyncio.to_thread(self.saml.validate, saml)
         else:
             exchange.identity = "oidc"
             token = bearer_token(dict(request.headers), self.config.identity.token_header)

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from tracegate.gateway import Gateway
+from tracegate.state.database import SharedDatabase
 
 STORE_TIMEOUT = 2.0
 
@@ -26,7 +27,11 @@ class Check:
 
 
 async def readiness(
-    gateway: Gateway | None, lockdown: str | None, audit_path: Path | None, audit_running: bool
+    gateway: Gateway | None,
+    lockdown: str | None,
+    audit_path: Path | None,
+    audit_running: bool,
+    database: SharedDatabase | None = None,
 ) -> list[Check]:
     if gateway is None:
         return [Check("config", False, "no config loaded")]
@@ -36,7 +41,11 @@ async def readiness(
     store, audit = await asyncio.gather(
         store_check(gateway), asyncio.to_thread(audit_check, audit_path, audit_running)
     )
-    return [config_check, store, jwks_check(gateway), audit]
+    checks = [config_check, store, jwks_check(gateway), audit]
+    if database is not None:
+        ok, detail = await asyncio.to_thread(database.check)
+        checks.append(Check("database", ok, detail))
+    return checks
 
 
 async def store_check(gateway: Gateway) -> Check:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import sqlite3
 import threading
 import time
 import uuid
@@ -30,6 +29,7 @@ from signxml.exceptions import InvalidInput, InvalidSignature
 from tracegate.config import ConfigError, IdentityConfig, SamlProviderConfig
 from tracegate.denial import unauthenticated
 from tracegate.identity.principal import Principal
+from tracegate.identity.replay import AssertionLedger, LedgerUnavailable
 
 NS = {
     "saml": "urn:oasis:names:tc:SAML:2.0:assertion",
@@ -147,14 +147,14 @@ def _check_bearer(
 
 class SamlValidator:
     def __init__(
-        self, identity: IdentityConfig, clock=time.time, replay_path: str | None = None
+        self, identity: IdentityConfig, clock=time.time, ledger: AssertionLedger | None = None
     ) -> None:
         self.identity = identity
         self._clock = clock
         self._providers = {p.entity_id: (p, load_certificate(p)) for p in identity.saml}
-        # Used assertion IDs also go to a table beside the audit trail, so a restart (or
-        # another process on the same file) still refuses them until they expire.
-        self._replay_path = replay_path
+        # Used assertion IDs also go to a durable ledger (beside the audit trail, or in the
+        # database replicas share), so a restart or another gateway still refuses them.
+        self._ledger = ledger
 
     # Used assertion IDs, shared by every validator in the process so a config reload does not
     # forget them: assertion id -> time after which it can be forgotten.
@@ -272,25 +272,12 @@ class SamlValidator:
 
     def _record(self, assertion_id: str, until: float, now: float) -> bool:
         """Write the ID durably; False when it is already there (used before a restart)."""
-        if not self._replay_path:
+        if self._ledger is None:
             return True
         try:
-            conn = sqlite3.connect(self._replay_path, timeout=5)
-            try:
-                with conn:
-                    conn.execute(
-                        "CREATE TABLE IF NOT EXISTS saml_assertions "
-                        "(id TEXT PRIMARY KEY, expires REAL NOT NULL)"
-                    )
-                    conn.execute("DELETE FROM saml_assertions WHERE expires <= ?", (now,))
-                    conn.execute("INSERT INTO saml_assertions VALUES (?, ?)", (assertion_id, until))
-            finally:
-                conn.close()
-        except sqlite3.IntegrityError:
-            return False
-        except sqlite3.Error as exc:  # fail closed: an ID we cannot record is not accepted
+            return self._ledger.record(assertion_id, until, now)
+        except LedgerUnavailable as exc:  # fail closed: an ID we cannot record is not accepted
             raise _refuse(f"cannot record the assertion ID ({exc})", "saml_replay") from None
-        return True
 
 
 class ExchangeIssuer:

@@ -6,6 +6,7 @@ bound to `admin.host:admin.port`, so it is never reachable through the store's r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -69,7 +70,7 @@ class SamlExchangeHandler(_Handler):
             IncomingRequest("POST", "/saml/exchange", client=self.request.remote_ip or ""),
         )
         try:
-            exchange.principal = gateway.saml.validate(encoded.strip())
+            exchange.principal = await asyncio.to_thread(gateway.saml.validate, encoded.strip())
             token, expires = ExchangeIssuer.token(
                 exchange.principal, gateway.config.identity.exchange_token_seconds
             )
@@ -153,6 +154,7 @@ class AdminListener:
             self.runtime.lockdown,
             audit.path if audit else None,
             audit is not None and audit.running,
+            self.runtime.database,
         )
         self._cached = (now, checks)
         return checks

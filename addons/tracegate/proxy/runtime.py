@@ -16,12 +16,14 @@ from tracegate.approvals.store import ApprovalStore
 from tracegate.audit import AuditLog
 from tracegate.audit.keys import SigningKey
 from tracegate.audit.publish import Publisher, build_sinks
-from tracegate.config import GatewayConfig, load_config
+from tracegate.config import ConfigError, GatewayConfig, load_config
 from tracegate.decisionlog import DecisionLog
 from tracegate.exchange import Exchange
 from tracegate.gateway import Gateway
 from tracegate.metrics import GatewayMetrics
 from tracegate.sessions import SessionTracker
+from tracegate.state.database import DatabaseUnavailable, SchemaTooNew, SharedDatabase, dsn_of
+from tracegate.state.ledger import PostgresAssertionLedger
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class Runtime:
     sessions: SessionTracker = field(default_factory=lambda: SessionTracker(900))
     approvals: ApprovalDesk | None = None
     admin_url: str = ""  # where the admin listener is reachable, once bound
+    database: SharedDatabase | None = None  # state.backend postgres: what replicas share
 
     @property
     def config(self) -> GatewayConfig | None:
@@ -63,7 +66,14 @@ class Runtime:
         """Validate completely, then switch; on any error the old config stays in force."""
         path = Path(path)
         config = load_config(path)
-        gateway = Gateway.from_config(config)
+        database = self._database_for(config)
+        ledger = PostgresAssertionLedger(database) if database is not None else None
+        try:
+            gateway = Gateway.from_config(config, ledger)
+        except Exception:
+            if database is not None and database is not self.database:
+                database.close()
+            raise
         audit_path = Path(config.audit.path)
         if self.audit is None or self.audit.path != audit_path:
             key_file = config.audit.signing_key_file
@@ -111,10 +121,28 @@ class Runtime:
         self.sessions.idle_seconds = config.audit.session_idle_seconds
         reloaded = self.gateway is not None
         self.gateway, self.config_path = gateway, path  # one assignment: flows see old or new
+        if self.database is not database:
+            old, self.database = self.database, database
+            if old is not None:
+                old.close()
         self.metrics.config_loaded(gateway.version, reload=reloaded)
         verb = "reloaded" if reloaded else "loaded"
         logger.info("tracegate: %s %s (policy version %s)", verb, path, gateway.version)
         return gateway
+
+    def _database_for(self, config: GatewayConfig) -> SharedDatabase | None:
+        """The shared database this config names: the open one if it is the same, else a new
+        one, reached and migrated (start-up or the reload fails in one line if it cannot be)."""
+        if config.state.backend != "postgres":
+            return None
+        dsn = dsn_of(config.state)
+        if self.database is not None and self.database.dsn == dsn:
+            return self.database
+        database = SharedDatabase.from_config(config.state)
+        try:
+            return database.open()
+        except (DatabaseUnavailable, SchemaTooNew) as exc:
+            raise ConfigError(f"state.backend postgres: {exc}") from None
 
     def approval_link_base(self, config: GatewayConfig | None = None) -> str:
         config = config or self.config
@@ -154,3 +182,6 @@ class Runtime:
         if self.decisions is not None:
             self.decisions.close()
             self.decisions = None
+        if self.database is not None:
+            self.database.close()
+            self.database = None

@@ -1,0 +1,1 @@
+"""State that several gateway processes share, in PostgreSQL (`state.backend: postgres`)."""

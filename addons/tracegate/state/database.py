@@ -1,0 +1,153 @@
+"""The PostgreSQL database that gateway replicas share: a connection pool and its schema.
+
+The DSN holds a password, so it comes from an environment variable or a file, never from
+the YAML, and error messages name the server without it. Every failure to reach the database
+is a `DatabaseUnavailable`, which callers turn into a refusal: shared state that cannot be
+read or written is never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from tracegate.config import ConfigError, StateConfig
+from tracegate.state.schema import LATEST, MIGRATION_LOCK, MIGRATIONS
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The shared database could not be reached or answered with an error."""
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer tracegate."""
+
+
+def dsn_of(state: StateConfig) -> str:
+    """The DSN from `state.dsn_file` or the `state.dsn_env` variable; ConfigError if neither."""
+    if state.dsn_file:
+        try:
+            dsn = Path(state.dsn_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"state.dsn_file: cannot read {state.dsn_file}: {exc}") from None
+        if not dsn:
+            raise ConfigError(f"state.dsn_file: {state.dsn_file} is empty")
+        return dsn
+    dsn = os.environ.get(state.dsn_env, "").strip()
+    if not dsn:
+        raise ConfigError(
+            f"state.dsn_env: environment variable {state.dsn_env} is not set "
+            "(state.backend postgres needs the database's DSN)"
+        )
+    return dsn
+
+
+def describe(dsn: str) -> str:
+    """host:port/dbname, never the password."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "the configured database (its DSN does not parse)"
+    host = parts.get("host") or "localhost"
+    return f"{host}:{parts.get('port') or 5432}/{parts.get('dbname') or '?'}"
+
+
+class SharedDatabase:
+    """A pool of autocommit connections; `open` migrates the schema and fails start-up if the
+    database cannot be reached or is newer than this tracegate."""
+
+    def __init__(self, dsn: str, pool_max: int = 8, timeout: float = 2.0) -> None:
+        self.dsn = dsn
+        self.where = describe(dsn)
+        self.timeout = timeout
+        self._pool = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=pool_max,
+            open=False,
+            timeout=timeout,
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, round(timeout)),
+                # Every write is durable before the gateway acts on it.
+                "options": f"-c synchronous_commit=on -c statement_timeout={int(timeout * 1000)}",
+            },
+            name="tracegate-state",
+        )
+
+    @classmethod
+    def from_config(cls, state: StateConfig) -> SharedDatabase:
+        return cls(dsn_of(state), state.pool_max, state.timeout_seconds)
+
+    def open(self) -> SharedDatabase:
+        self._pool.open(wait=False)
+        try:
+            with self.connection() as conn:
+                migrate(conn)
+        except Exception:
+            self._pool.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection; DatabaseUnavailable (naming the server) on any database error."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout:
+            raise DatabaseUnavailable(
+                f"PostgreSQL at {self.where} did not answer within {self.timeout:g} s"
+            ) from None
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatabaseUnavailable(f"PostgreSQL at {self.where}: {first}") from None
+
+    def check(self) -> tuple[bool, str]:
+        """For readiness: one round trip."""
+        try:
+            with self.connection() as conn:
+                conn.execute("SELECT 1")
+        except DatabaseUnavailable as exc:
+            return False, str(exc)
+        return True, f"PostgreSQL at {self.where} reachable (schema {LATEST})"
+
+
+def schema_version(conn: psycopg.Connection) -> int:
+    found = conn.execute("SELECT to_regclass('tracegate_schema')").fetchone()
+    if found is None or found[0] is None:
+        return 0
+    row = conn.execute("SELECT MAX(version) FROM tracegate_schema").fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+def migrate(conn: psycopg.Connection) -> int:
+    """Apply the migrations the database lacks; the version it is at afterwards."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS tracegate_schema "
+            "(version INTEGER PRIMARY KEY, applied TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        current = schema_version(conn)
+        if current > LATEST:
+            raise SchemaTooNew(
+                f"the database's schema is version {current}, newer than this tracegate's "
+                f"{LATEST}: run the tracegate that migrated it (or a later one)"
+            )
+        for version, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO tracegate_schema (version) VALUES (%s)", (version,))
+    return max(current, LATEST)

@@ -1,0 +1,183 @@
+"""State shared by gateway replicas in a real PostgreSQL (Debian's server, started by the tests):
+the schema and its migrations, the DSN's sources, and SAML assertions refused on every replica
+once one has seen them, with the database down as well as up."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import httpx
+import psycopg
+import pytest
+
+from tests.harness import BIN, gateway_env, write_config
+from tests.postgres import LocalPostgres
+from tests.samlidp import TestIdP
+from tests.test_saml import audited_reason, provider_config, with_saml
+from tracegate.config import ConfigError, StateConfig
+from tracegate.state.database import SharedDatabase, describe, dsn_of
+from tracegate.state.schema import LATEST, MIGRATIONS
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[LocalPostgres]:
+    server = LocalPostgres().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def idp() -> TestIdP:
+    return TestIdP()
+
+
+def versions(dsn: str) -> list[int]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute("SELECT version FROM tracegate_schema ORDER BY 1")]
+
+
+def test_an_empty_database_is_migrated_once_however_many_replicas_start(postgres):
+    dsn = postgres.dsn()
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            SharedDatabase(dsn).open().close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    replicas = [threading.Thread(target=start) for _ in range(4)]
+    for replica in replicas:
+        replica.start()
+    for replica in replicas:
+        replica.join(timeout=60)
+    assert errors == []
+    assert versions(dsn) == [version for version, _ in MIGRATIONS]
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT to_regclass('saml_assertions')").fetchone()[0] is not None
+    SharedDatabase(dsn).open().close()  # a restart finds nothing to do
+    assert versions(dsn) == [version for version, _ in MIGRATIONS]
+
+
+def saml_config(tmp_path, store, issuer, idp, name: str, **state):
+    return write_config(
+        tmp_path / f"{name}.yaml",
+        store,
+        issuer,
+        tmp_path / f"{name}.sqlite3",
+        **{
+            "identity.saml": [provider_config(idp, tmp_path)],
+            "state": {"backend": "postgres", **state},
+        },
+    )
+
+
+def run_once(config, env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "tracegate"), "run", "--config", str(config), "--listen-port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_a_database_migrated_by_a_newer_tracegate_stops_start_up_in_one_line(
+    postgres, tmp_path, store, issuer, idp
+):
+    dsn = postgres.dsn()
+    SharedDatabase(dsn).open().close()
+    with psycopg.connect(dsn) as conn:
+        conn.execute("INSERT INTO tracegate_schema (version) VALUES (%s)", (LATEST + 1,))
+    config = saml_config(tmp_path, store, issuer, idp, "newer")
+    result = run_once(config, gateway_env(store, TRACEGATE_DATABASE_URL=dsn))
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert f"schema is version {LATEST + 1}, newer than this tracegate's {LATEST}" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_without_a_dsn_start_up_names_the_variable_and_never_prints_a_password(
+    postgres, tmp_path, store, issuer, idp
+):
+    config = saml_config(tmp_path, store, issuer, idp, "nodsn")
+    result = run_once(config, gateway_env(store))
+    assert result.returncode == 1
+    assert "state.dsn_env: environment variable TRACEGATE_DATABASE_URL is not set" in result.stderr
+    unreachable = "postgresql://tracegate:s3cret-pw@127.0.0.1:1/tracegate"
+    result = run_once(config, gateway_env(store, TRACEGATE_DATABASE_URL=unreachable))
+    assert result.returncode == 1
+    assert "state.backend postgres: PostgreSQL at 127.0.0.1:1/tracegate" in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout
+
+
+def test_the_dsn_comes_from_the_environment_or_a_file_and_is_never_shown(tmp_path, monkeypatch):
+    monkeypatch.setenv("PG_URL", "postgresql://u:pw@db.internal:6543/traces")
+    assert dsn_of(StateConfig(backend="postgres", dsn_env="PG_URL")).endswith("/traces")
+    secret = tmp_path / "dsn"
+    secret.write_text("host=db2 port=5433 dbname=audit user=u password=pw\n")
+    state = StateConfig(backend="postgres", dsn_file=str(secret))
+    assert dsn_of(state) == "host=db2 port=5433 dbname=audit user=u password=pw"
+    assert describe(dsn_of(state)) == "db2:5433/audit"
+    assert describe("postgresql://u:pw@db.internal:6543/traces") == "db.internal:6543/traces"
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ConfigError, match=r"state\.dsn_file: .* is empty"):
+        dsn_of(StateConfig(backend="postgres", dsn_file=str(tmp_path / "empty")))
+
+
+def test_an_assertion_used_on_one_replica_is_refused_on_every_other(
+    postgres, make_gateway, idp, tmp_path, store
+):
+    dsn = postgres.dsn()
+    dsn_file = tmp_path / "dsn"
+    dsn_file.write_text(dsn)
+    provider = provider_config(idp, tmp_path)
+    shared = {"identity.saml": [provider], "state": {"backend": "postgres"}}
+    a = make_gateway(how="run", env=gateway_env(store, TRACEGATE_DATABASE_URL=dsn), **shared)
+    b = make_gateway(
+        how="run",
+        **{**shared, "state": {"backend": "postgres", "dsn_file": str(dsn_file)}},
+    )
+    assertion = idp.signed()
+    assert with_saml(a, assertion).status_code == 200
+    again = with_saml(b, assertion)
+    assert again.status_code == 401
+    assert "already used (replay)" in again.json()["error"]["reason"]
+    exchanged = httpx.post(b.admin_url + "/saml/exchange", content=assertion, timeout=30)
+    assert exchanged.status_code == 401
+    fresh = idp.signed()
+    assert with_saml(b, fresh).status_code == 200  # B serves assertions it has not seen
+    assert with_saml(a, fresh).status_code == 401
+    ready = httpx.get(b.admin_url + "/readyz", timeout=10).json()
+    assert ready["checks"]["database"]["ok"] is True
+
+
+def test_with_the_database_down_assertions_are_refused_and_service_resumes_by_itself(
+    make_gateway, idp, tmp_path, store
+):
+    server = LocalPostgres().start()  # its own server: this test stops it
+    try:
+        gateway = make_gateway(
+            how="run",
+            env=gateway_env(store, TRACEGATE_DATABASE_URL=server.dsn()),
+            **{"identity.saml": [provider_config(idp, tmp_path)], "state": {"backend": "postgres"}},
+        )
+        assert with_saml(gateway, idp.signed()).status_code == 200
+        server.down()
+        refused = with_saml(gateway, idp.signed())
+        assert refused.status_code == 401
+        reason = refused.json()["error"]["reason"]
+        assert "cannot record the assertion ID (PostgreSQL at 127.0.0.1:" in reason
+        assert "cannot record the assertion ID" in audited_reason(gateway, refused)
+        ready = httpx.get(gateway.admin_url + "/readyz", timeout=30)
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"]["ok"] is False
+        server.up()
+        assert with_saml(gateway, idp.signed()).status_code == 200
+    finally:
+        server.stop()
