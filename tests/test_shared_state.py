@@ -15,7 +15,7 @@ import pytest
 from tests.harness import BIN, gateway_env, write_config
 from tests.postgres import LocalPostgres
 from tests.samlidp import TestIdP
-from tests.test_saml import audited_reason, provider_config, with_saml
+from tests.test_saml import A_TRACE, audited_reason, provider_config, with_saml
 from tracegate.config import ConfigError, StateConfig
 from tracegate.state.database import SharedDatabase, describe, dsn_of
 from tracegate.state.schema import LATEST, MIGRATIONS
@@ -130,7 +130,7 @@ def test_the_dsn_comes_from_the_environment_or_a_file_and_is_never_shown(tmp_pat
         dsn_of(StateConfig(backend="postgres", dsn_file=str(tmp_path / "empty")))
 
 
-def test_an_assertion_used_on_one_replica_is_refused_on_every_other(
+def test_replicas_refuse_each_others_used_assertions_and_accept_each_others_tokens(
     postgres, make_gateway, idp, tmp_path, store
 ):
     dsn = postgres.dsn()
@@ -153,6 +153,11 @@ def test_an_assertion_used_on_one_replica_is_refused_on_every_other(
     fresh = idp.signed()
     assert with_saml(b, fresh).status_code == 200  # B serves assertions it has not seen
     assert with_saml(a, fresh).status_code == 401
+    # A token from one replica's /saml/exchange is good on the other (one shared key).
+    exchanged = httpx.post(a.admin_url + "/saml/exchange", content=idp.signed(), timeout=30)
+    assert exchanged.status_code == 200, exchanged.text
+    bearer = {"Authorization": f"Bearer {exchanged.json()['token']}"}
+    assert httpx.get(b.url + A_TRACE, headers=bearer, timeout=30).status_code == 200
     ready = httpx.get(b.admin_url + "/readyz", timeout=10).json()
     assert ready["checks"]["database"]["ok"] is True
 

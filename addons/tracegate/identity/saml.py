@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import threading
 import time
 import uuid
@@ -281,11 +282,21 @@ class SamlValidator:
 
 
 class ExchangeIssuer:
-    """Short-lived tokens for a verified SAML principal, signed with a per-process key and
-    verified by the same TokenValidator as any other token."""
+    """Short-lived tokens for a verified SAML principal, signed with a per-process key (or,
+    with several replicas, the key they share: `use_key`) and verified by the same
+    TokenValidator as any other token."""
 
     _key = ec.generate_private_key(ec.SECP256R1())
     _kid = f"exchange-{uuid.uuid4().hex[:8]}"
+
+    @classmethod
+    def use_key(cls, key: ec.EllipticCurvePrivateKey) -> None:
+        """Sign with `key` from now on; its id comes from the key, so replicas agree on it.
+        Validators built afterwards trust it (each config load builds new ones)."""
+        public = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        cls._key, cls._kid = key, f"exchange-{hashlib.sha256(public).hexdigest()[:16]}"
 
     @classmethod
     def public_jwk(cls) -> dict[str, Any]:

@@ -20,9 +20,11 @@ from tracegate.config import ConfigError, GatewayConfig, load_config
 from tracegate.decisionlog import DecisionLog
 from tracegate.exchange import Exchange
 from tracegate.gateway import Gateway
+from tracegate.identity.saml import ExchangeIssuer
 from tracegate.metrics import GatewayMetrics
 from tracegate.sessions import SessionTracker
 from tracegate.state.database import DatabaseUnavailable, SchemaTooNew, SharedDatabase, dsn_of
+from tracegate.state.keys import shared_ec_key
 from tracegate.state.ledger import PostgresAssertionLedger
 
 logger = logging.getLogger(__name__)
@@ -140,9 +142,13 @@ class Runtime:
             return self.database
         database = SharedDatabase.from_config(config.state)
         try:
-            return database.open()
+            database.open()
+            # Tokens from /saml/exchange must verify on every replica: one key for all.
+            ExchangeIssuer.use_key(shared_ec_key(database))
         except (DatabaseUnavailable, SchemaTooNew) as exc:
+            database.close()
             raise ConfigError(f"state.backend postgres: {exc}") from None
+        return database
 
     def approval_link_base(self, config: GatewayConfig | None = None) -> str:
         config = config or self.config

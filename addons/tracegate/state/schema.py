@@ -17,6 +17,14 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX saml_assertions_expires ON saml_assertions (expires)",
         ),
     ),
+    (
+        2,
+        (
+            # Keys every replica must hold the same of (PEM): the /saml/exchange token key.
+            "CREATE TABLE shared_keys (name TEXT PRIMARY KEY, pem TEXT NOT NULL, "
+            "created TIMESTAMPTZ NOT NULL DEFAULT now())",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 # pg_advisory_xact_lock key for migrations: "tracegat" in ASCII.
