@@ -4,6 +4,7 @@ once one has seen them, with the database down as well as up."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -160,6 +161,10 @@ def test_replicas_refuse_each_others_used_assertions_and_accept_each_others_toke
     assert httpx.get(b.url + A_TRACE, headers=bearer, timeout=30).status_code == 200
     ready = httpx.get(b.admin_url + "/readyz", timeout=10).json()
     assert ready["checks"]["database"]["ok"] is True
+    metrics = httpx.get(b.admin_url + "/metrics", timeout=10).text
+    size = re.search(r'tracegate_database_connections\{state="size"\} (\d+)', metrics)
+    assert size is not None and 1 <= float(size.group(1)) <= 8  # state.pool_max
+    assert 'tracegate_database_connections{state="waiting"} 0.0' in metrics
 
 
 def test_with_the_database_down_assertions_are_refused_and_service_resumes_by_itself(

@@ -46,6 +46,13 @@ class GatewayMetrics:
         self.approvals_pending = Gauge(
             "tracegate_approvals_pending", "Approvals waiting for a decision", registry=r
         )
+        self.database_connections = Gauge(
+            "tracegate_database_connections",
+            "The shared database's connection pool (state.backend postgres): its size, the "
+            "connections idle in it, and the requests waiting for one",
+            ["state"],
+            registry=r,
+        )
         self.request_seconds = Histogram(
             "tracegate_request_seconds", "Whole request", buckets=LATENCY_BUCKETS, registry=r
         )

@@ -127,6 +127,10 @@ class Runtime:
             old, self.database = self.database, database
             if old is not None:
                 old.close()
+            if database is not None:
+                for state in ("size", "idle", "waiting"):
+                    gauge = self.metrics.database_connections.labels(state)
+                    gauge.set_function(lambda s=state, d=database: d.pool_stats()[s])
         self.metrics.config_loaded(gateway.version, reload=reloaded)
         verb = "reloaded" if reloaded else "loaded"
         logger.info("tracegate: %s %s (policy version %s)", verb, path, gateway.version)

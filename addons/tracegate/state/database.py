@@ -112,6 +112,15 @@ class SharedDatabase:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DatabaseUnavailable(f"PostgreSQL at {self.where}: {first}") from None
 
+    def pool_stats(self) -> dict[str, int]:
+        """size, idle and waiting, for the metrics."""
+        stats = self._pool.get_stats()
+        return {
+            "size": stats.get("pool_size", 0),
+            "idle": stats.get("pool_available", 0),
+            "waiting": stats.get("requests_waiting", 0),
+        }
+
     def check(self) -> tuple[bool, str]:
         """For readiness: one round trip."""
         try:
