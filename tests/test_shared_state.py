@@ -31,6 +31,13 @@ def postgres() -> Iterator[LocalPostgres]:
         server.stop()
 
 
+@pytest.fixture
+def tokens(issuer):
+    from tests.test_approvals import tokens as approval_tokens
+
+    return approval_tokens.__wrapped__(issuer)
+
+
 @pytest.fixture(scope="module")
 def idp() -> TestIdP:
     return TestIdP()
@@ -167,15 +174,21 @@ def test_replicas_refuse_each_others_used_assertions_and_accept_each_others_toke
     assert 'tracegate_database_connections{state="waiting"} 0.0' in metrics
 
 
-def test_with_the_database_down_assertions_are_refused_and_service_resumes_by_itself(
-    make_gateway, idp, tmp_path, store
+def test_with_the_database_down_requests_that_need_it_are_refused_until_it_is_back(
+    make_gateway, idp, tmp_path, store, tokens
 ):
+    from tests.test_approvals import RULES, error_of, fetch, in_background, rules, wait_pending
+
     server = LocalPostgres().start()  # its own server: this test stops it
     try:
         gateway = make_gateway(
             how="run",
             env=gateway_env(store, TRACEGATE_DATABASE_URL=server.dsn()),
-            **{"identity.saml": [provider_config(idp, tmp_path)], "state": {"backend": "postgres"}},
+            **{
+                "identity.saml": [provider_config(idp, tmp_path)],
+                "state": {"backend": "postgres"},
+                RULES: rules(wait=3),
+            },
         )
         assert with_saml(gateway, idp.signed()).status_code == 200
         server.down()
@@ -184,10 +197,66 @@ def test_with_the_database_down_assertions_are_refused_and_service_resumes_by_it
         reason = refused.json()["error"]["reason"]
         assert "cannot record the assertion ID (PostgreSQL at 127.0.0.1:" in reason
         assert "cannot record the assertion ID" in audited_reason(gateway, refused)
+        # An approval cannot be recorded, so the request is refused, not let through.
+        error_of(fetch(gateway, tokens["alice"], timeout=30), 503, "ApprovalUnavailable")
         ready = httpx.get(gateway.admin_url + "/readyz", timeout=30)
         assert ready.status_code == 503
         assert ready.json()["checks"]["database"]["ok"] is False
         server.up()
         assert with_saml(gateway, idp.signed()).status_code == 200
+        held = in_background(fetch, gateway, tokens["alice"])
+        assert wait_pending(gateway, tokens["sec1"])  # approvals work again, no restart
+        held.result(timeout=30)
     finally:
         server.stop()
+
+
+def test_a_flow_held_on_one_replica_is_released_by_an_approval_on_another(
+    postgres, make_gateway, tokens, store
+):
+    from tests.test_approvals import (
+        PLANTED_API_KEY,
+        RULES,
+        audit_path,
+        decide,
+        error_of,
+        events,
+        fetch,
+        in_background,
+        rules,
+        wait_pending,
+    )
+
+    env = gateway_env(store, TRACEGATE_DATABASE_URL=postgres.dsn())
+    shared = {RULES: rules(), "state": {"backend": "postgres"}}
+    a = make_gateway(how="run", env=env, **shared)
+    b = make_gateway(how="run", env=env, **shared)
+    # Dana may approve others' requests, never her own: on no replica.
+    as_support = {"X-Tracegate-Role": "support"}
+    held = in_background(fetch, a, tokens["dual"], **as_support)
+    [approval] = wait_pending(b, tokens["sec1"])  # B lists what A holds
+    error_of(decide(b, tokens["dual"], approval["id"]), 403, "SelfApproval")
+    assert not held.done()
+    assert decide(b, tokens["sec1"], approval["id"], comment="ok for INC").is_success
+    response = held.result(timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-tracegate-approval"] == approval["id"]
+    assert PLANTED_API_KEY not in response.text  # released masked
+    # The retry lands on B: served by the grant made for A's flow, without a new approval.
+    again = fetch(b, tokens["dual"], timeout=20, **as_support)
+    assert again.status_code == 200 and again.headers["x-tracegate-approval"] == approval["id"]
+    # Each replica's own trail records the events it caused.
+    on_a = [(e["event"], e["actor"]) for e in events(a, approval["id"])]
+    on_b = [(e["event"], e["actor"]) for e in events(b, approval["id"])]
+    assert ("requested", "dana@example.com") in on_a
+    assert ("refused", "dana@example.com") in on_b and ("approved", "sec1@example.com") in on_b
+    assert ("grant_used", "dana@example.com") in on_b
+    for replica in (a, b):  # and each trail, with those events as leaves, still verifies
+        replica.stop()
+        checked = subprocess.run(
+            [str(BIN / "tracegate"), "audit", "verify", audit_path(replica)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -287,7 +287,8 @@ class AuditConfig(Strict):
 class StateConfig(Strict):
     """Where the state that gateway processes share lives. `sqlite` (the default) keeps it in
     the audit database's file, for one process; `postgres` in one PostgreSQL database that
-    every replica uses (the SAML assertion IDs already used, so far)."""
+    every replica uses (approvals and grants, used SAML assertion IDs, the exchange token key;
+    the flows' audit trail stays in each replica's file for now)."""
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
     # The DSN (it holds a password) comes from this environment variable, or from this file:

@@ -143,7 +143,7 @@ class ApprovalStore:
     def find_pending(self, subject: str, issuer: str, key: str) -> Approval | None:
         """A pending approval for the same request by the same requester (a retry joins it)."""
         now = time.time()
-        for approval in self.live.values():
+        for approval in tuple(self.live.values()):  # a snapshot: other threads update it
             if (
                 approval.status == PENDING
                 and approval.request_key == key
@@ -222,7 +222,7 @@ class ApprovalStore:
 
     @property
     def pending_count(self) -> int:
-        return sum(1 for a in self.live.values() if a.status == PENDING)
+        return sum(1 for a in tuple(self.live.values()) if a.status == PENDING)
 
     # -- reading -----------------------------------------------------------------------
 

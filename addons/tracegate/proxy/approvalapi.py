@@ -18,6 +18,7 @@ from tracegate.identity.oidc import bearer_token
 from tracegate.policy import roles_of
 from tracegate.proxy.jsonhandler import JsonHandler
 from tracegate.proxy.runtime import Runtime
+from tracegate.state.database import DatabaseUnavailable
 
 STATUSES = ("pending", "approved", "denied", "expired", "cancelled", "all")
 
@@ -115,6 +116,8 @@ class ApprovalDecisionHandler(ApprovalHandler):
             if error.status != 404:
                 await desk.store.refused(approval_id, actor, error)
             return self.write_error_json(error.status, error.code, error.reason)
+        except DatabaseUnavailable as exc:  # nothing was decided
+            return self.write_error_json(503, "ApprovalUnavailable", str(exc))
         if approval.status != "pending":
             desk.webhook.post(approval.status, approval, desk.link(approval.id))
         self.write_json(200, {"approval": approval.summary()})

@@ -24,6 +24,7 @@ from tracegate.denial import Denial
 from tracegate.proxy import flowbridge
 from tracegate.proxy.idlewatch import keep_alive
 from tracegate.proxy.runtime import FlowState, Runtime
+from tracegate.state.database import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 POLL_SECONDS = 0.05
@@ -62,7 +63,7 @@ class ApprovalHold:
         """Return once approved (or a grant covers the request); raise Denial otherwise."""
         try:
             await self._hold(flow, state, need, phase)
-        except sqlite3.Error as exc:  # no durable approval record: nothing is released
+        except (sqlite3.Error, DatabaseUnavailable) as exc:  # no durable record: none released
             logger.error("tracegate: approval store failed for flow %s: %s", flow.id, exc)
             flow.resume()
             raise Denial(

@@ -23,6 +23,7 @@ from tracegate.gateway import Gateway
 from tracegate.identity.saml import ExchangeIssuer
 from tracegate.metrics import GatewayMetrics
 from tracegate.sessions import SessionTracker
+from tracegate.state.approvals import SharedApprovalStore
 from tracegate.state.database import DatabaseUnavailable, SchemaTooNew, SharedDatabase, dsn_of
 from tracegate.state.keys import shared_ec_key
 from tracegate.state.ledger import PostgresAssertionLedger
@@ -77,7 +78,7 @@ class Runtime:
                 database.close()
             raise
         audit_path = Path(config.audit.path)
-        if self.audit is None or self.audit.path != audit_path:
+        if self.audit is None or self.audit.path != audit_path or database is not self.database:
             key_file = config.audit.signing_key_file
             publisher = Publisher(audit_path, build_sinks(config.audit.publish))
             audit = AuditLog(
@@ -96,7 +97,11 @@ class Runtime:
             ).inc()
             publisher.start()
             audit.open()
-            store = ApprovalStore(audit_path, config.audit.busy_timeout_ms)
+            store = (
+                SharedApprovalStore(audit_path, database, config.audit.busy_timeout_ms)
+                if database is not None
+                else ApprovalStore(audit_path, config.audit.busy_timeout_ms)
+            )
             store.open()
             if self.audit is not None:
                 self.audit.close()

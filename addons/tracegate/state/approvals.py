@@ -1,0 +1,236 @@
+"""Approvals and grants in the shared database: a flow held on one replica is released by a
+decision taken on any other, and a grant made anywhere is honoured everywhere.
+
+The decision rules are the approval store's own (`ApprovalStore`); only where the rows live
+changes. Every change is committed in PostgreSQL first, with a NOTIFY on the approval's id in
+the same transaction; each replica listens on a connection of its own and also re-reads the
+pending approvals every `POLL_SECONDS` (a missed notification, a reconnect), so its held flows
+see a decision within a second or two. A decision is serialised per approval with a
+transaction-level advisory lock, so two approvers on two replicas never lose a vote. Each
+replica's own audit trail still records the events it caused (rows and Merkle leaves in its
+SQLite file, after the shared commit), so `tracegate audit verify` covers them as before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tracegate.approvals.model import APPROVED, PENDING, Approval
+from tracegate.approvals.store import ApprovalStore
+from tracegate.state.database import SharedDatabase
+
+logger = logging.getLogger(__name__)
+CHANNEL = "tracegate_approvals"
+POLL_SECONDS = 1.0
+
+
+class SharedApprovalStore(ApprovalStore):
+    def __init__(
+        self, path: str | Path, database: SharedDatabase, busy_timeout_ms: int = 5000
+    ) -> None:
+        super().__init__(path, busy_timeout_ms)
+        self.database = database
+        self._shared: psycopg.Connection | None = None  # the open transaction's connection
+        self._local: list[tuple[Any, ...]] = []  # events to record in this replica's trail
+        self._touched: set[str] = set()
+        self._stop = threading.Event()
+        self._listener: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _open(self) -> None:
+        super()._open()  # this replica's trail: tables and Merkle log in its SQLite file
+        self.live.clear()  # what is pending is what the shared database says
+        self._refresh()
+        self._listener = threading.Thread(
+            target=self._listen, name="tracegate-approvals-listen", daemon=True
+        )
+        self._listener.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.join(timeout=5)
+        super().close()
+
+    # -- storage primitives (the decision rules are the base class's) -------------------
+
+    def _transaction(self, work: Callable[[Any], None]) -> None:
+        with self._shared_transaction() as conn:
+            work(conn)
+
+    @contextmanager
+    def _shared_transaction(self, lock: str | None = None) -> Iterator[psycopg.Connection]:
+        """One transaction in the shared database (nested calls join it), holding `lock`'s
+        advisory lock; notifies the approvals it touched; then records this replica's events
+        in its own trail."""
+        if self._shared is not None:
+            yield self._shared
+            return
+        self._local, self._touched = [], set()
+        with self.database.connection() as conn, conn.transaction():
+            self._shared = conn
+            try:
+                if lock is not None:
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock,))
+                yield conn
+                for approval_id in sorted(self._touched):
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, approval_id))
+            finally:
+                self._shared = None
+        events, self._local = self._local, []
+        if events:  # committed for every replica: now this replica's own trail
+            super()._transaction(
+                lambda db: [ApprovalStore._append_event(self, db, *event) for event in events]
+            )
+
+    def _append_event(
+        self,
+        db: Any,
+        approval_id: str,
+        flow_id: str,
+        event: str,
+        actor: str,
+        how: str,
+        detail: dict[str, Any],
+    ) -> None:
+        db.execute(
+            "INSERT INTO approval_events (ts, approval_id, flow_id, event, actor, how, detail) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                approval_id,
+                flow_id,
+                event,
+                actor,
+                how,
+                json.dumps(detail, sort_keys=True),
+            ),
+        )
+        self._local.append((approval_id, flow_id, event, actor, how, detail))
+        self._touched.add(approval_id)
+
+    def _save(self, db: Any, approval: Approval) -> None:
+        db.execute(
+            "INSERT INTO approvals (id, status, requester_subject, requester_issuer, "
+            "request_key, created_at, grant_until, row) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, "
+            "grant_until = EXCLUDED.grant_until, row = EXCLUDED.row",
+            (
+                approval.id,
+                approval.status,
+                approval.requester_subject,
+                approval.requester_issuer,
+                approval.request_key,
+                approval.created_at,
+                approval.grant_until,
+                json.dumps(approval.to_row()),
+            ),
+        )
+        self._touched.add(approval.id)
+
+    def _load(self, approval_id: str) -> Approval | None:
+        with self._reading() as conn:
+            found = conn.execute("SELECT row FROM approvals WHERE id = %s", (approval_id,))
+            row = found.fetchone()
+        return _approval(row[0]) if row else None
+
+    def _list(self, status: str | None, limit: int) -> list[Approval]:
+        self._sweep(time.time())
+        with self._reading() as conn:
+            if status:
+                rows = conn.execute(
+                    "SELECT row FROM approvals WHERE status = %s ORDER BY created_at DESC LIMIT %s",
+                    (status, limit),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT row FROM approvals ORDER BY created_at DESC LIMIT %s", (limit,)
+                ).fetchall()
+        return [_approval(r[0]) for r in rows]
+
+    def _events(self, approval_id: str) -> list[dict[str, Any]]:
+        with self._reading() as conn:
+            cursor = conn.execute(
+                "SELECT id, ts, approval_id, flow_id, event, actor, how, detail "
+                "FROM approval_events WHERE approval_id = %s ORDER BY id",
+                (approval_id,),
+            )
+            names = [c.name for c in cursor.description or ()]
+            return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+
+    def _grant_for(self, subject: str, issuer: str, key: str, now: float) -> Approval | None:
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT row FROM approvals WHERE requester_subject = %s AND "
+                "requester_issuer = %s AND request_key = %s AND status = %s AND "
+                "grant_until > %s ORDER BY grant_until DESC LIMIT 1",
+                (subject, issuer, key, APPROVED, now),
+            ).fetchone()
+        return _approval(row[0]) if row else None
+
+    def _decide(
+        self, approval_id: str, actor: Any, approve: bool, how: str, comment: str
+    ) -> Approval:
+        # Read, decide and write under the approval's lock: no vote is lost to a race.
+        with self._shared_transaction(lock=approval_id):
+            return super()._decide(approval_id, actor, approve, how, comment)
+
+    def _close_as(self, approval_id: str, status: str, flow_id: str, why: str) -> Approval | None:
+        with self._shared_transaction(lock=approval_id):
+            return super()._close_as(approval_id, status, flow_id, why)
+
+    @contextmanager
+    def _reading(self) -> Iterator[psycopg.Connection]:
+        if self._shared is not None:
+            yield self._shared
+        else:
+            with self.database.connection() as conn:
+                yield conn
+
+    # -- what other replicas did ---------------------------------------------------------
+
+    def _refresh(self) -> None:
+        """Pending approvals, and what became of the ones this replica holds flows for."""
+        watched = [a.id for a in self.live.values() if a.status == PENDING]
+        with self.database.connection() as conn:
+            rows = conn.execute(
+                "SELECT row FROM approvals WHERE status = %s OR id = ANY(%s)",
+                (PENDING, watched),
+            ).fetchall()
+        for (row,) in rows:
+            approval = _approval(row)
+            self.live[approval.id] = approval
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                timeout = max(1, round(self.database.timeout))
+                with psycopg.connect(
+                    self.database.dsn, autocommit=True, connect_timeout=timeout
+                ) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while not self._stop.is_set():
+                        # What changed (or, after a reconnect, all that is pending), read
+                        # on the store's own thread like every other change to `live`.
+                        self._executor.submit(self._refresh).result(timeout=30)
+                        for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
+                            pass
+            except RuntimeError:  # the store's thread has shut down: so does the listener
+                return
+            except Exception as exc:
+                logger.warning("tracegate: approvals listener: %s; reconnecting", exc)
+                self._stop.wait(POLL_SECONDS)
+
+
+def _approval(row: str) -> Approval:
+    return Approval.from_row(json.loads(row))
