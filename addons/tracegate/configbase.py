@@ -5,7 +5,9 @@ Below the models of each store kind (`stores/*_config.py`) and `config.py`, whic
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -15,6 +17,24 @@ _SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 
 class ConfigError(Exception):
     """A configuration problem, already phrased as the one line an operator should read."""
+
+
+def read_secret(where: str, env: str | None = None, file: str | None = None) -> str:
+    """A secret from an environment variable or a file, read now so that a missing one stops
+    start-up (naming `where`, the config key) instead of failing a request later."""
+    if env is not None:
+        value = os.environ.get(env, "").strip()
+        if not value:
+            raise ConfigError(f"{where}: environment variable {env} is not set")
+        return value
+    assert file is not None
+    try:
+        value = Path(file).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {file}: {exc.strerror or exc}") from None
+    if not value:
+        raise ConfigError(f"{where}: {file} is empty")
+    return value
 
 
 def parse_size(value: int | str) -> int:

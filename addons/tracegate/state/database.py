@@ -8,16 +8,15 @@ read or written is never guessed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from tracegate.config import ConfigError, StateConfig
+from tracegate.config import StateConfig
+from tracegate.configbase import read_secret
 from tracegate.state.schema import LATEST, MIGRATION_LOCK, MIGRATIONS
 
 
@@ -32,20 +31,8 @@ class SchemaTooNew(RuntimeError):
 def dsn_of(state: StateConfig) -> str:
     """The DSN from `state.dsn_file` or the `state.dsn_env` variable; ConfigError if neither."""
     if state.dsn_file:
-        try:
-            dsn = Path(state.dsn_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"state.dsn_file: cannot read {state.dsn_file}: {exc}") from None
-        if not dsn:
-            raise ConfigError(f"state.dsn_file: {state.dsn_file} is empty")
-        return dsn
-    dsn = os.environ.get(state.dsn_env, "").strip()
-    if not dsn:
-        raise ConfigError(
-            f"state.dsn_env: environment variable {state.dsn_env} is not set "
-            "(state.backend postgres needs the database's DSN)"
-        )
-    return dsn
+        return read_secret("state.dsn_file", file=state.dsn_file)
+    return read_secret("state.dsn_env", env=state.dsn_env)
 
 
 def describe(dsn: str) -> str:

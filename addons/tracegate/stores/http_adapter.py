@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from tracegate import fieldpaths
-from tracegate.configbase import ConfigError
+from tracegate.configbase import read_secret
 from tracegate.denial import Denial, forbidden, gateway_failure
 from tracegate.exchange import (
     JSON,
@@ -287,17 +285,4 @@ class HttpStore(StoreAdapter):
 
 
 def _secret(source: SecretSource, where: str) -> str:
-    """Read now, so a missing secret stops start-up instead of failing a request later."""
-    if source.env is not None:
-        value = os.environ.get(source.env, "")
-        if not value:
-            raise ConfigError(f"{where}: environment variable {source.env} is not set")
-        return value
-    assert source.file is not None
-    try:
-        value = Path(source.file).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {source.file}: {exc.strerror or exc}") from None
-    if not value:
-        raise ConfigError(f"{where}: {source.file} is empty")
-    return value
+    return read_secret(where, source.env, source.file)
