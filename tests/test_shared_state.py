@@ -177,36 +177,45 @@ def test_replicas_refuse_each_others_used_assertions_and_accept_each_others_toke
 def test_with_the_database_down_requests_that_need_it_are_refused_until_it_is_back(
     make_gateway, idp, tmp_path, store, tokens
 ):
-    from tests.test_approvals import RULES, error_of, fetch, in_background, rules, wait_pending
+    from tests.test_approvals import (
+        RULES,
+        decide,
+        error_of,
+        fetch,
+        in_background,
+        rules,
+        wait_pending,
+    )
 
     server = LocalPostgres().start()  # its own server: this test stops it
     try:
-        gateway = make_gateway(
-            how="run",
-            env=gateway_env(store, TRACEGATE_DATABASE_URL=server.dsn()),
-            **{
-                "identity.saml": [provider_config(idp, tmp_path)],
-                "state": {"backend": "postgres"},
-                RULES: rules(wait=3),
-            },
-        )
-        assert with_saml(gateway, idp.signed()).status_code == 200
+        env = gateway_env(store, TRACEGATE_DATABASE_URL=server.dsn())
+        shared = {
+            "identity.saml": [provider_config(idp, tmp_path)],
+            "state": {"backend": "postgres"},
+            RULES: rules(wait=20),
+        }
+        a = make_gateway(how="run", env=env, **shared)
+        b = make_gateway(how="run", env=env, **shared)
+        assert with_saml(a, idp.signed()).status_code == 200
         server.down()
-        refused = with_saml(gateway, idp.signed())
+        refused = with_saml(a, idp.signed())
         assert refused.status_code == 401
         reason = refused.json()["error"]["reason"]
         assert "cannot record the assertion ID (PostgreSQL at 127.0.0.1:" in reason
-        assert "cannot record the assertion ID" in audited_reason(gateway, refused)
+        assert "cannot record the assertion ID" in audited_reason(a, refused)
         # An approval cannot be recorded, so the request is refused, not let through.
-        error_of(fetch(gateway, tokens["alice"], timeout=30), 503, "ApprovalUnavailable")
-        ready = httpx.get(gateway.admin_url + "/readyz", timeout=30)
+        error_of(fetch(a, tokens["alice"], timeout=30), 503, "ApprovalUnavailable")
+        ready = httpx.get(a.admin_url + "/readyz", timeout=30)
         assert ready.status_code == 503
         assert ready.json()["checks"]["database"]["ok"] is False
         server.up()
-        assert with_saml(gateway, idp.signed()).status_code == 200
-        held = in_background(fetch, gateway, tokens["alice"])
-        assert wait_pending(gateway, tokens["sec1"])  # approvals work again, no restart
-        held.result(timeout=30)
+        # No restart: assertions are checked again, and replicas hear each other's decisions.
+        assert with_saml(a, idp.signed()).status_code == 200
+        held = in_background(fetch, a, tokens["alice"])
+        [approval] = wait_pending(b, tokens["sec1"])
+        assert decide(b, tokens["sec1"], approval["id"]).is_success
+        assert held.result(timeout=30).status_code == 200
     finally:
         server.stop()
 

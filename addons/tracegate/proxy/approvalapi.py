@@ -33,7 +33,7 @@ class ApprovalHandler(JsonHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Unexpected failures (e.g. the database is locked) are JSON too, without internals."""
         exc = kwargs.get("exc_info", (None, None))[1]
-        if isinstance(exc, sqlite3.Error):
+        if isinstance(exc, sqlite3.Error | DatabaseUnavailable):
             status_code, reason = 503, "the approval store is unavailable; try again later"
         else:
             reason = self._reason
@@ -116,8 +116,6 @@ class ApprovalDecisionHandler(ApprovalHandler):
             if error.status != 404:
                 await desk.store.refused(approval_id, actor, error)
             return self.write_error_json(error.status, error.code, error.reason)
-        except DatabaseUnavailable as exc:  # nothing was decided
-            return self.write_error_json(503, "ApprovalUnavailable", str(exc))
         if approval.status != "pending":
             desk.webhook.post(approval.status, approval, desk.link(approval.id))
         self.write_json(200, {"approval": approval.summary()})

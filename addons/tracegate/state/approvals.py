@@ -212,6 +212,7 @@ class SharedApprovalStore(ApprovalStore):
             self.live[approval.id] = approval
 
     def _listen(self) -> None:
+        failing = False
         while not self._stop.is_set():
             try:
                 timeout = max(1, round(self.database.timeout))
@@ -223,12 +224,17 @@ class SharedApprovalStore(ApprovalStore):
                         # What changed (or, after a reconnect, all that is pending), read
                         # on the store's own thread like every other change to `live`.
                         self._executor.submit(self._refresh).result(timeout=30)
+                        if failing:
+                            logger.warning("tracegate: approvals listener: reconnected")
+                            failing = False
                         for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
                             pass
-            except RuntimeError:  # the store's thread has shut down: so does the listener
-                return
-            except Exception as exc:
-                logger.warning("tracegate: approvals listener: %s; reconnecting", exc)
+            except Exception as exc:  # the database went away: retry until the store closes
+                if self._stop.is_set():
+                    return
+                if not failing:
+                    logger.warning("tracegate: approvals listener: %s; reconnecting", exc)
+                    failing = True
                 self._stop.wait(POLL_SECONDS)
 
 

@@ -59,6 +59,9 @@ class SharedDatabase:
             max_size=pool_max,
             open=False,
             timeout=timeout,
+            # One round trip before a connection is handed out: after the server restarts,
+            # no request gets a dead connection from the pool.
+            check=ConnectionPool.check_connection,
             kwargs={
                 "autocommit": True,
                 "connect_timeout": max(1, round(timeout)),
