@@ -331,3 +331,21 @@ def test_address_windows_open_only_where_a_street_line_could_stand():
     assert _windows("Hauptstraße 5, 10115 Berlin") != []
     assert _windows("Musterweg 12, 10115 Berlin") != []
     assert _windows("c/ Mayor 5, 28013 Madrid") != []
+
+
+def test_scanners_with_the_same_anchors_compile_them_once_and_find_the_same(monkeypatch):
+    from tracegate.detectors import scanner
+
+    compiled = []
+    real = scanner.compile_database
+    monkeypatch.setattr(scanner, "_COMPILED", {})
+    monkeypatch.setattr(
+        scanner, "compile_database", lambda e, f: compiled.append(len(e)) or real(e, f)
+    )
+    first, second = Scanner(ALL), Scanner(ALL)  # two scopes, or a config reload
+    assert len(compiled) == 1
+    texts = ["mail dana@acme.io or call +44 20 7946 0958", "nothing here"]
+    found = [[(f.text_index, f.start, f.end, f.detector.name) for f in s.scan(texts)]
+             for s in (first, second)]  # fmt: skip
+    assert found[0] == found[1] and found[0]
+    assert first._db is not second._db  # each its own database and scratch space

@@ -28,6 +28,39 @@ CHUNK = 1 << 18
 MEMO_ENTRIES = 1 << 17
 
 
+# Compiled databases, serialised, by their anchors and flags: compiling every detector's anchor
+# takes most of a second, and every scope's masker (and every config reload) asks for the same.
+_COMPILED: dict[tuple[tuple[bytes, ...], tuple[int, ...]], bytes] = {}
+MAX_COMPILED = 64
+
+
+def compile_database(expressions: list[bytes], flags: list[int]) -> hyperscan.Database:
+    database = hyperscan.Database()
+    database.compile(
+        expressions=expressions,
+        ids=list(range(len(expressions))),
+        elements=len(expressions),
+        flags=flags,
+    )
+    return database
+
+
+def database_for(expressions: list[bytes], flags: list[int]) -> hyperscan.Database:
+    """A database for these anchors, compiled once per process and loaded from its serialised
+    form after that; each caller still gets a database (and scratch space) of its own."""
+    key = (tuple(expressions), tuple(flags))
+    blob = _COMPILED.get(key)
+    if blob is None:
+        database = compile_database(expressions, flags)
+        if len(_COMPILED) >= MAX_COMPILED:
+            _COMPILED.clear()
+        _COMPILED[key] = hyperscan.dumpb(database)
+        return database
+    database = hyperscan.loadb(blob, hyperscan.HS_MODE_BLOCK)
+    database.scratch = hyperscan.Scratch(database)
+    return database
+
+
 class FindingsCache:
     """What was found in short strings, kept across bodies: traces share system prompts, tool
     definitions and whole histories, and the same traces are read again and again. Bounded in
@@ -81,18 +114,12 @@ class Scanner:
         if not self.detectors:
             self._db = None
         elif self.engine == "hyperscan":
-            self._db = hyperscan.Database()
             # Each anchor reports at most once per text: a hit only says "look closer".
             single = hyperscan.HS_FLAG_SINGLEMATCH
             flags = [
                 (hyperscan.HS_FLAG_CASELESS if d.caseless else 0) | single for d in self.detectors
             ]
-            self._db.compile(
-                expressions=[d.anchor.encode() for d in self.detectors],
-                ids=list(range(len(self.detectors))),
-                elements=len(self.detectors),
-                flags=flags,
-            )
+            self._db = database_for([d.anchor.encode() for d in self.detectors], flags)
         else:
             self._anchors = [
                 re.compile(d.anchor, re.IGNORECASE if d.caseless else 0) for d in self.detectors

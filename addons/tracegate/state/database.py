@@ -8,6 +8,7 @@ read or written is never guessed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,6 +19,10 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from tracegate.config import StateConfig
 from tracegate.configbase import read_secret
 from tracegate.state.schema import LATEST, MIGRATION_LOCK, MIGRATIONS
+
+# The pool logs every failed attempt to connect, over several lines; the gateway says it once,
+# in its own words (start-up refused, a request refused, readiness), so only its errors show.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 class DatabaseUnavailable(RuntimeError):
