@@ -194,13 +194,19 @@ def test_with_the_database_down_requests_that_need_it_are_refused_until_it_is_ba
         env = gateway_env(store, TRACEGATE_DATABASE_URL=server.dsn())
         shared = {
             "identity.saml": [provider_config(idp, tmp_path)],
-            "state": {"backend": "postgres"},
+            "state": {"backend": "postgres", "grace_seconds": 4},
             RULES: rules(wait=20),
         }
         a = make_gateway(how="run", env=env, **shared)
         b = make_gateway(how="run", env=env, **shared)
         assert with_saml(a, idp.signed()).status_code == 200
+        waiting = in_background(fetch, a, tokens["alice"])
+        wait_pending(a, tokens["sec1"])
         server.down()
+        # Held while the database went away: refused after the grace period, not left
+        # waiting for a decision it could no longer hear of.
+        error = error_of(waiting.result(timeout=20), 503, "ApprovalUnavailable")
+        assert "unreachable" in error["reason"] and "state.grace_seconds" in error["reason"]
         refused = with_saml(a, idp.signed())
         assert refused.status_code == 401
         reason = refused.json()["error"]["reason"]

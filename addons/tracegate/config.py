@@ -298,6 +298,9 @@ class StateConfig(Strict):
     pool_max: int = Field(8, ge=1, le=100)
     # How long a request waits for the database before it is refused (fail closed).
     timeout_seconds: float = Field(2.0, gt=0, le=60)
+    # A flow held for approval is refused once the database has been unreachable this long
+    # (it could not see a decision taken on another replica meanwhile).
+    grace_seconds: float = Field(10.0, gt=0, le=3600)
 
 
 class MaskRule(Strict):

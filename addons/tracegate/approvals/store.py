@@ -220,6 +220,10 @@ class ApprovalStore:
 
         return await self._call(sweep_and_drain)
 
+    def unreachable_for(self) -> float:
+        """Seconds the store has been unable to hear about decisions (0: it can)."""
+        return 0.0
+
     @property
     def pending_count(self) -> int:
         return sum(1 for a in tuple(self.live.values()) if a.status == PENDING)

@@ -89,6 +89,7 @@ class ApprovalHold:
             need.rule.wait_seconds, max(approval.pending_until - time.time(), 0)
         )
         client = flow.client_conn.id
+        held_since = time.monotonic()
         self._holding[client] += 1
         how = "endpoint"
         logger.info("tracegate: flow %s held for approval %s", flow.id, approval.id)
@@ -112,6 +113,16 @@ class ApprovalHold:
                     raise Denial(499, "ClientClosedRequest", "the client left while held")
                 if time.monotonic() > deadline:
                     raise await desk.timed_out(approval, flow.id)
+                # Deaf to decisions for longer than the grace (counted from when this flow was
+                # held, since the database took its approval then): it could miss one.
+                silent = min(desk.store.unreachable_for(), time.monotonic() - held_since)
+                if silent > config.state.grace_seconds:
+                    raise Denial(
+                        503,
+                        "ApprovalUnavailable",
+                        f"the shared database has been unreachable for {silent:.0f} s "
+                        "(state.grace_seconds); the held request is refused, try again later",
+                    )
                 keep_alive(flow)
                 await asyncio.sleep(POLL_SECONDS)
         except Denial as denial:

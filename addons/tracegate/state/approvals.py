@@ -44,6 +44,7 @@ class SharedApprovalStore(ApprovalStore):
         self._touched: set[str] = set()
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
+        self._unreachable_since: float | None = None  # monotonic, while the listener fails
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -55,6 +56,10 @@ class SharedApprovalStore(ApprovalStore):
             target=self._listen, name="tracegate-approvals-listen", daemon=True
         )
         self._listener.start()
+
+    def unreachable_for(self) -> float:
+        since = self._unreachable_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def close(self) -> None:
         self._stop.set()
@@ -224,6 +229,7 @@ class SharedApprovalStore(ApprovalStore):
                         # What changed (or, after a reconnect, all that is pending), read
                         # on the store's own thread like every other change to `live`.
                         self._executor.submit(self._refresh).result(timeout=30)
+                        self._unreachable_since = None
                         if failing:
                             logger.warning("tracegate: approvals listener: reconnected")
                             failing = False
@@ -232,6 +238,8 @@ class SharedApprovalStore(ApprovalStore):
             except Exception as exc:  # the database went away: retry until the store closes
                 if self._stop.is_set():
                     return
+                if self._unreachable_since is None:
+                    self._unreachable_since = time.monotonic()
                 if not failing:
                     logger.warning("tracegate: approvals listener: %s; reconnecting", exc)
                     failing = True
