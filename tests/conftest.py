@@ -37,6 +37,19 @@ def issuer() -> Iterator[TokenIssuer]:
 
 
 @pytest.fixture
+def tokens(issuer: TokenIssuer) -> dict[str, str]:
+    """Requesters and approvers of the example config (modules may define their own)."""
+    return {
+        "alice": issuer.token("alice@example.com", ["support-engineers"]),
+        "sec1": issuer.token("sec1@example.com", ["security-leads"]),
+        "sec2": issuer.token("sec2@example.com", ["security-leads"]),
+        "analyst": issuer.token("bob@example.com", ["data-analysts"]),
+        # Holds both roles: may approve others' requests, never their own.
+        "dual": issuer.token("dana@example.com", ["support-engineers", "security-leads"]),
+    }
+
+
+@pytest.fixture
 def make_gateway(
     tmp_path: Path, store: LocalS3, issuer: TokenIssuer
 ) -> Iterator[Callable[..., GatewayProcess]]:

@@ -53,18 +53,6 @@ def rules(
     ]
 
 
-@pytest.fixture
-def tokens(issuer):
-    return {
-        "alice": issuer.token("alice@example.com", ["support-engineers"]),
-        "sec1": issuer.token("sec1@example.com", ["security-leads"]),
-        "sec2": issuer.token("sec2@example.com", ["security-leads"]),
-        "analyst": issuer.token("bob@example.com", ["data-analysts"]),
-        # Holds both roles: may approve others' requests, never their own.
-        "dual": issuer.token("dana@example.com", ["support-engineers", "security-leads"]),
-    }
-
-
 def fetch(gateway, token, path=A_TRACE, reason="INC-4711 customer data loss", timeout=40, **hdr):
     headers = {"Authorization": f"Bearer {token}", "X-Tracegate-Purpose": "incident", **hdr}
     if reason:

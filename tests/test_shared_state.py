@@ -16,6 +16,18 @@ import pytest
 from tests.harness import BIN, gateway_env, write_config
 from tests.postgres import LocalPostgres
 from tests.samlidp import TestIdP
+from tests.test_approvals import (
+    PLANTED_API_KEY,
+    RULES,
+    audit_path,
+    decide,
+    error_of,
+    events,
+    fetch,
+    in_background,
+    rules,
+    wait_pending,
+)
 from tests.test_saml import A_TRACE, audited_reason, provider_config, with_saml
 from tracegate.config import ConfigError, StateConfig
 from tracegate.state.database import SharedDatabase, describe, dsn_of
@@ -29,13 +41,6 @@ def postgres() -> Iterator[LocalPostgres]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def tokens(issuer):
-    from tests.test_approvals import tokens as approval_tokens
-
-    return approval_tokens.__wrapped__(issuer)
 
 
 @pytest.fixture(scope="module")
@@ -179,16 +184,6 @@ def test_replicas_refuse_each_others_used_assertions_and_accept_each_others_toke
 def test_with_the_database_down_requests_that_need_it_are_refused_until_it_is_back(
     make_gateway, idp, tmp_path, store, tokens
 ):
-    from tests.test_approvals import (
-        RULES,
-        decide,
-        error_of,
-        fetch,
-        in_background,
-        rules,
-        wait_pending,
-    )
-
     server = LocalPostgres().start()  # its own server: this test stops it
     try:
         env = gateway_env(store, TRACEGATE_DATABASE_URL=server.dsn())
@@ -231,19 +226,6 @@ def test_with_the_database_down_requests_that_need_it_are_refused_until_it_is_ba
 def test_a_flow_held_on_one_replica_is_released_by_an_approval_on_another(
     postgres, make_gateway, tokens, store
 ):
-    from tests.test_approvals import (
-        PLANTED_API_KEY,
-        RULES,
-        audit_path,
-        decide,
-        error_of,
-        events,
-        fetch,
-        in_background,
-        rules,
-        wait_pending,
-    )
-
     env = gateway_env(store, TRACEGATE_DATABASE_URL=postgres.dsn())
     shared = {RULES: rules(), "state": {"backend": "postgres"}}
     a = make_gateway(how="run", env=env, **shared)

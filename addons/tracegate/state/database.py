@@ -126,14 +126,6 @@ class SharedDatabase:
         return True, f"PostgreSQL at {self.where} reachable (schema {LATEST})"
 
 
-def schema_version(conn: psycopg.Connection) -> int:
-    found = conn.execute("SELECT to_regclass('tracegate_schema')").fetchone()
-    if found is None or found[0] is None:
-        return 0
-    row = conn.execute("SELECT MAX(version) FROM tracegate_schema").fetchone()
-    return int(row[0] or 0) if row else 0
-
-
 def migrate(conn: psycopg.Connection) -> int:
     """Apply the migrations the database lacks; the version it is at afterwards."""
     with conn.transaction():
@@ -142,7 +134,8 @@ def migrate(conn: psycopg.Connection) -> int:
             "CREATE TABLE IF NOT EXISTS tracegate_schema "
             "(version INTEGER PRIMARY KEY, applied TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
-        current = schema_version(conn)
+        row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM tracegate_schema").fetchone()
+        current = int(row[0]) if row else 0
         if current > LATEST:
             raise SchemaTooNew(
                 f"the database's schema is version {current}, newer than this tracegate's "
@@ -154,4 +147,4 @@ def migrate(conn: psycopg.Connection) -> int:
             for statement in statements:
                 conn.execute(statement)
             conn.execute("INSERT INTO tracegate_schema (version) VALUES (%s)", (version,))
-    return max(current, LATEST)
+    return LATEST
