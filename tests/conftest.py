@@ -9,6 +9,7 @@ import pytest
 from botocore.config import Config
 
 from tests.harness import GatewayProcess, gateway_env, write_config
+from tests.postgres import LocalPostgres
 from tracegate.demo.issuer import TokenIssuer
 from tracegate.demo.store import LocalS3
 from tracegate.demo.traces import sample_objects
@@ -136,3 +137,13 @@ def aws_client(
 
 def s3_client(gateway_url: str, token: str | None, **headers: str):
     return aws_client("s3", gateway_url, token, **headers)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    """One real PostgreSQL per worker; each test takes a database of its own (`dsn()`)."""
+    server = LocalPostgres().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
-from collections.abc import Iterator
 
 import httpx
 import psycopg
@@ -32,15 +31,6 @@ from tests.test_saml import A_TRACE, audited_reason, provider_config, with_saml
 from tracegate.config import ConfigError, StateConfig
 from tracegate.state.database import SharedDatabase, describe, dsn_of
 from tracegate.state.schema import LATEST, MIGRATIONS
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[LocalPostgres]:
-    server = LocalPostgres().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

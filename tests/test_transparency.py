@@ -345,3 +345,30 @@ def test_checkpoints_go_to_an_object_lock_bucket_in_compliance_mode(store, tmp_p
     assert body == signed.note and base64.b64encode(signed.root).decode() in body
     with pytest.raises(s3.exceptions.ClientError):
         s3.delete_object(Bucket="tracegate-checkpoints", Key=key, VersionId=head["VersionId"])
+
+
+def test_a_file_from_before_the_checkpoint_guard_gains_it_and_a_stale_signer_cannot_fork(
+    tmp_path,
+):
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    signer = NoteSigner("tracegate.test/old", Ed25519PrivateKey.generate())
+    # The layout the first Merkle release wrote: checkpoints without `prev_size`.
+    conn.execute(
+        "CREATE TABLE log_checkpoints (size INTEGER PRIMARY KEY, root BLOB NOT NULL, "
+        "note TEXT NOT NULL, ts TEXT NOT NULL)"
+    )
+    MerkleLog.create(conn)
+    log = MerkleLog(conn)
+    log.append([("prune", 0, b'{"n":1}')])
+    first = log.sign(signer)
+    log.append([("prune", 0, b'{"n":2}')])
+    assert log.sign(signer) is not None
+    log.append([("prune", 0, b'{"n":3}')])
+    stale = MerkleLog(conn)
+    stale.latest = lambda: first  # it read the latest checkpoint before the other signer wrote
+    with pytest.raises(sqlite3.IntegrityError):
+        stale.sign(signer)
+    assert [c.size for c in log.checkpoints()] == [1, 2]
+    assert log.sign(signer).size == 3  # a signer with the true latest goes on
+    conn.close()

@@ -20,6 +20,11 @@ from tracegate.commands.run import cmd_run
 from tracegate.commands.witness import cmd_witness
 
 ORIGIN = "tracegate.local/audit"
+DATABASE_HELP = "a gateway's audit file (audit.backend sqlite)"
+DSN_HELP = (
+    "the shared log instead (audit.backend postgres): env:VAR or file:PATH holding the DSN "
+    "(keeps its password out of the process list), or the DSN itself"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--web-port", type=int, default=8081, help="mitmweb's port (with --web)")
     run.add_argument("--listen-host", default=None, help="override listen.host")
     run.add_argument("--listen-port", type=int, default=None, help="override listen.port")
+    run.add_argument(
+        "--instance-id", help="this replica's name in the shared log (default: host-pid)"
+    )
     run.set_defaults(func=cmd_run)
 
     mask = sub.add_parser("mask", help="mask JSON/JSONL files with the gateway's engine")
@@ -66,14 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify = audit_sub.add_parser(
         "verify", help="check every entry, node and checkpoint of the Merkle log"
     )
-    verify.add_argument("database")
+    verify.add_argument("database", nargs="?", help=DATABASE_HELP)
+    verify.add_argument("--dsn", help=DSN_HELP)
     verify.add_argument("--public-key", help=key_help)
     verify.add_argument("--origin", help="the log's origin (with a PEM key)")
     verify.add_argument(
         "--witness", help="a witness URL, its state file, or a directory sink's checkpoints file"
     )
     prove = audit_sub.add_parser("prove", help="write a tlog-proof that a flow is in the log")
-    prove.add_argument("database")
+    prove.add_argument("database", nargs="?", help=DATABASE_HELP)
+    prove.add_argument("--dsn", help=DSN_HELP)
     prove.add_argument("flow_id")
     prove.add_argument("-o", "--output", required=True, help="the proof (FILE.entry: the entry)")
     check_proof = audit_sub.add_parser(
@@ -89,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = audit_sub.add_parser(
         "migrate", help="bring a hash-chain audit file into the Merkle log (checks it first)"
     )
-    migrate.add_argument("database")
+    migrate.add_argument("database")  # a file: the chain format was never shared
     checkpoint = audit_sub.add_parser("checkpoint", help="sign a checkpoint of the log now")
-    checkpoint.add_argument("database")
+    checkpoint.add_argument("database", nargs="?", help=DATABASE_HELP)
+    checkpoint.add_argument("--dsn", help=DSN_HELP)
     checkpoint.add_argument("--key", required=True, help="the checkpoint signing key (PEM)")
     checkpoint.add_argument("--origin", default=ORIGIN, help="the log's origin")
     for name, text in (
@@ -100,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("export", "export flows as JSONL or CSV"),
     ):
         command = audit_sub.add_parser(name, help=text)
-        command.add_argument("database")
+        command.add_argument("database", nargs="?", help=DATABASE_HELP)
+        command.add_argument("--dsn", help=DSN_HELP)
         for flag in ("subject", "role", "purpose", "decision", "since", "until"):
             command.add_argument(f"--{flag}")
         command.add_argument("--resource", help="resource prefix, e.g. s3://traces/traces/a/")
@@ -115,14 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     prune_cmd = audit_sub.add_parser(
         "prune", help="drop old rows and bodies; their leaves (and every proof) stay"
     )
-    prune_cmd.add_argument("database")
+    prune_cmd.add_argument("database", nargs="?", help=DATABASE_HELP)
+    prune_cmd.add_argument("--dsn", help=DSN_HELP)
     prune_cmd.add_argument("--before", required=True, help="ISO date/time, e.g. 2026-06-01")
     prune_cmd.add_argument("--key", help="sign a checkpoint after the prune (PEM)")
     prune_cmd.add_argument("--origin", default=ORIGIN, help="the log's origin (with --key)")
     replay = audit_sub.add_parser(
         "replay", help="what a requester saw; re-run it (--against-store)"
     )
-    replay.add_argument("database")
+    replay.add_argument("database", nargs="?", help=DATABASE_HELP)
+    replay.add_argument("--dsn", help=DSN_HELP)
     replay.add_argument("flow_id")
     replay.add_argument(
         "--against-store",
@@ -131,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--policy", help="show how the result differs under another config")
     show = audit_sub.add_parser("show", help="one flow, by its flow id")
-    show.add_argument("database")
+    show.add_argument("database", nargs="?", help=DATABASE_HELP)
+    show.add_argument("--dsn", help=DSN_HELP)
     show.add_argument("flow_id")
     show.add_argument("--json", action="store_true")
     audit.set_defaults(func=cmd_audit)

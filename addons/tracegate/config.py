@@ -259,7 +259,14 @@ class PublishTarget(Strict):
 
 
 class AuditConfig(Strict):
+    # sqlite: this process's file (`path`); postgres: one log every replica shares, in the
+    # database `state` names (rows ordered into the Merkle log by one elected integrator).
+    backend: Literal["sqlite", "postgres"] = "sqlite"
     path: str = "tracegate-audit.sqlite3"
+    # postgres: how often the integrator takes queued rows into the log, and how long a row
+    # may wait for it before readiness fails (an alert: no replica is integrating).
+    integrate_every_seconds: float = Field(0.5, gt=0, le=60)
+    integration_alert_seconds: float = Field(30.0, gt=0)
     batch_max_rows: int = Field(256, ge=1)
     batch_max_wait_ms: int = Field(0, ge=0)
     # How long a write waits for a lock held by another process before the flow is denied.
@@ -287,8 +294,8 @@ class AuditConfig(Strict):
 class StateConfig(Strict):
     """Where the state that gateway processes share lives. `sqlite` (the default) keeps it in
     the audit database's file, for one process; `postgres` in one PostgreSQL database that
-    every replica uses (approvals and grants, used SAML assertion IDs, the exchange token key;
-    the flows' audit trail stays in each replica's file for now)."""
+    every replica uses (approvals and grants, used SAML assertion IDs, the exchange token key,
+    and, with `audit.backend: postgres`, the audit log)."""
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
     # The DSN (it holds a password) comes from this environment variable, or from this file:
@@ -590,6 +597,15 @@ class GatewayConfig(Strict):
     approvals: ApprovalsConfig = ApprovalsConfig()
     purposes: dict[str, PurposeConfig] = Field(min_length=1)
     roles: dict[str, RoleConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _shared_audit_needs_database(self) -> GatewayConfig:
+        if self.audit.backend == "postgres" and self.state.backend != "postgres":
+            raise ValueError(
+                "audit.backend: postgres keeps the log in the shared database; set "
+                "state.backend: postgres (and its DSN) too"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sts_for_s3(self) -> GatewayConfig:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -14,6 +12,12 @@ from tracegate.gateway import Gateway
 from tracegate.state.database import SharedDatabase
 
 STORE_TIMEOUT = 2.0
+
+
+class AuditTarget(Protocol):
+    """Where audit rows go (a replica's file, or the shared database)."""
+
+    def check(self) -> tuple[bool, str]: ...
 
 
 @dataclass(frozen=True)
@@ -29,8 +33,7 @@ class Check:
 async def readiness(
     gateway: Gateway | None,
     lockdown: str | None,
-    audit_path: Path | None,
-    audit_running: bool,
+    audit: AuditTarget | None,
     database: SharedDatabase | None = None,
 ) -> list[Check]:
     if gateway is None:
@@ -38,9 +41,7 @@ async def readiness(
     config_check = Check(
         "config", lockdown is None, lockdown or f"policy version {gateway.version} in force"
     )
-    store, audit = await asyncio.gather(
-        store_check(gateway), asyncio.to_thread(audit_check, audit_path, audit_running)
-    )
+    store, audit = await asyncio.gather(store_check(gateway), asyncio.to_thread(audit_check, audit))
     checks = [config_check, store, jwks_check(gateway), audit]
     if database is not None:
         ok, detail = await asyncio.to_thread(database.check)
@@ -70,16 +71,8 @@ def jwks_check(gateway: Gateway) -> Check:
     return Check("jwks", True, "signing keys loaded for every provider")
 
 
-def audit_check(path: Path | None, running: bool) -> Check:
-    if path is None or not running:
+def audit_check(audit: AuditTarget | None) -> Check:
+    if audit is None:
         return Check("audit", False, "audit writer is not running")
-    try:
-        conn = sqlite3.connect(path, timeout=0.2, isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        return Check("audit", False, f"audit database not writable: {exc}")
-    return Check("audit", True, f"{path} writable")
+    ok, detail = audit.check()
+    return Check("audit", ok, detail)

@@ -53,6 +53,17 @@ class GatewayMetrics:
             ["state"],
             registry=r,
         )
+        self.integration_lag = Gauge(
+            "tracegate_audit_integration_lag_seconds",
+            "audit.backend postgres: how long the oldest committed audit row has waited for "
+            "the integrator to put it in the Merkle log (-1: could not be measured)",
+            registry=r,
+        )
+        self.integrating = Gauge(
+            "tracegate_audit_integrator",
+            "audit.backend postgres: 1 if this replica is the one integrating the shared log",
+            registry=r,
+        )
         self.request_seconds = Histogram(
             "tracegate_request_seconds", "Whole request", buckets=LATENCY_BUCKETS, registry=r
         )

@@ -9,12 +9,14 @@ ones, and, given what a witness cosigned, whether the log was cut short or rewri
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tracegate.audit import merkle
 from tracegate.audit.bodies import body_digest
@@ -40,6 +42,11 @@ PROOF_HEADER = "c2sp.org/tlog-proof@v1"
 MAX_PROBLEMS = 40
 ENTRY_COLUMNS = {"flow": (FLOWS_TABLE, tuple(COLUMNS)), "approval_event": ("approval_events",
                  APPROVAL_EVENT_COLUMNS)}  # fmt: skip
+# The replica that wrote the row, a column only the shared database's tables have: its leaf
+# covers it, so no row can be passed off as another replica's.
+REPLICA_COLUMNS = {"flow": "instance", "approval_event": "replica"}
+# The shared database's queue of rows the integrator has yet to put in the log.
+PENDING_TABLE = "audit_pending"
 
 
 @dataclass
@@ -50,6 +57,7 @@ class VerifyResult:
     approval_events: int = 0
     entries: int = 0
     witnessed: str = ""  # what the witness comparison found, when one was given
+    pending: int = 0  # shared database: rows committed, not yet integrated into the log
 
     @property
     def ok(self) -> bool:
@@ -66,14 +74,40 @@ class _Walk:
             self.problems.append(text)
 
 
-def _read_only(path: str | Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+# A replica's file (opened here), or an open connection to the shared database.
+Source = str | Path | Any
+
+
+@contextlib.contextmanager
+def _opened(source: Source, write: bool = False) -> Iterator[Any]:
+    if not isinstance(source, (str, Path)):
+        yield source  # the caller's connection: the caller closes it
+        return
+    if write:
+        conn = sqlite3.connect(source, timeout=10, isolation_level=None)
+        MerkleLog.create(conn)  # a file from before the checkpoint guard gains its column
+    else:
+        conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     conn.row_factory = sqlite3.Row
-    return conn
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
+    if not isinstance(conn, sqlite3.Connection):  # the shared database (state.portable)
+        return conn.table_names()
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def row_entry(kind: str, row: Mapping[str, Any]) -> bytes:
+    """The bytes a leaf of `kind` commits to, made from its stored row."""
+    columns = ENTRY_COLUMNS[kind][1]
+    replica = REPLICA_COLUMNS[kind]
+    if replica in row:
+        columns = (*columns, replica)
+    return entry_bytes(kind, row, columns)
 
 
 def entry_of(
@@ -88,21 +122,20 @@ def entry_of(
         return kept.encode() if kept is not None else None
     if kind not in ENTRY_COLUMNS:
         return None
-    table, columns = ENTRY_COLUMNS[kind]
+    table = ENTRY_COLUMNS[kind][0]
     if table not in (tables if tables is not None else _tables(conn)):
         return None
     found = conn.execute(f"SELECT * FROM {table} WHERE id = ?", (ref,)).fetchone()
-    return None if found is None else entry_bytes(kind, dict(found), columns)
+    return None if found is None else row_entry(kind, dict(found))
 
 
 def verify(
-    path: str | Path, log_key: Verifier | None = None, witnessed: str | None = None
+    source: Source, log_key: Verifier | None = None, witnessed: str | None = None
 ) -> VerifyResult:
     """Check the log; `witnessed` is the latest checkpoint note a witness (or the directory
     sink) holds for this log, to catch a log shorter than, or different from, what it saw."""
-    conn = _read_only(path)
     walk = _Walk()
-    try:
+    with _opened(source) as conn:
         log = MerkleLog(conn)
         size = log.size()
         pruned_through = _check_prunes(conn, log, walk)
@@ -118,9 +151,10 @@ def verify(
             seen = _check_witnessed(witnessed, tree, grown, log_key, walk)
         rows = conn.execute(f"SELECT COUNT(*) FROM {FLOWS_TABLE}").fetchone()[0]
         events = walk.counts.get("approval_event", 0)
-        return VerifyResult(rows, len(checkpoints), walk.problems, events, size, seen)
-    finally:
-        conn.close()
+        pending = 0
+        if PENDING_TABLE in _tables(conn):
+            pending = conn.execute(f"SELECT COUNT(*) FROM {PENDING_TABLE}").fetchone()[0]
+        return VerifyResult(rows, len(checkpoints), walk.problems, events, size, seen, pending)
 
 
 def _check_prunes(conn: sqlite3.Connection, log: MerkleLog, walk: _Walk) -> int:
@@ -163,13 +197,16 @@ def _check_entries(
             walk.problem(f"{what}: its row is missing (deleted)")
         elif idx < len(leaves) and merkle.leaf_hash(entry) != leaves[idx]:
             walk.problem(f"{what}: its row does not match its leaf (edited)")
+    queued = PENDING_TABLE in tables
     for kind, (table, _) in ENTRY_COLUMNS.items():
         if table not in tables:
             continue
+        not_queued = f"AND id NOT IN (SELECT ref FROM {PENDING_TABLE} WHERE kind = ?) "
         stray = conn.execute(
             f"SELECT id FROM {table} WHERE id NOT IN "
-            "(SELECT ref FROM log_entries WHERE kind = ?) ORDER BY id LIMIT 5",
-            (kind,),
+            "(SELECT ref FROM log_entries WHERE kind = ?) "
+            f"{not_queued if queued else ''}ORDER BY id LIMIT 5",
+            (kind, kind) if queued else (kind,),
         ).fetchall()
         for (ref,) in stray:
             walk.problem(f"{kind.replace('_', ' ')} {ref}: not in the log (inserted)")
@@ -298,42 +335,38 @@ def _check_bodies(conn: sqlite3.Connection, walk: _Walk) -> None:
 # -- retention -------------------------------------------------------------------------
 
 
-def prune(path: str | Path, before: str, signer: NoteSigner | None = None) -> tuple[int, int]:
+def prune(source: Source, before: str, signer: NoteSigner | None = None) -> tuple[int, int]:
     """Drop the rows (and bodies) of flows older than `before`, keeping their leaves; the
     prune itself enters the log, so every checkpoint and every remaining proof still holds.
     Returns (rows removed, the last entry index they reached); (0, -1) if none."""
-    conn = sqlite3.connect(path, timeout=10, isolation_level=None)
-    try:
-        with immediate(conn):
-            found = conn.execute(
-                "SELECT MAX(e.idx) FROM log_entries e JOIN flows f ON e.kind = 'flow' "
-                "AND f.id = e.ref WHERE f.ts < ?",
-                (before,),
-            ).fetchone()[0]
-            if found is None:
-                return 0, -1  # nothing to drop: the empty transaction commits
-            refs = "SELECT ref FROM log_entries WHERE kind = 'flow' AND idx <= ?"
-            conn.execute(
-                f"DELETE FROM {BODIES_TABLE} WHERE flow_id IN "
-                f"(SELECT flow_id FROM flows WHERE id IN ({refs}))",
-                (found,),
-            )
-            deleted = conn.execute(f"DELETE FROM flows WHERE id IN ({refs})", (found,)).rowcount
-            record = {
-                "kind": "prune",
-                "before": before,
-                "through": found,
-                "rows": deleted,
-                "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            entry = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
-            log = MerkleLog(conn)
-            log.append([("prune", 0, entry)])
-            if signer is not None:
-                log.sign(signer)
-        return deleted, found
-    finally:
-        conn.close()
+    with _opened(source, write=True) as conn, immediate(conn):
+        found = conn.execute(
+            "SELECT MAX(e.idx) FROM log_entries e JOIN flows f ON e.kind = 'flow' "
+            "AND f.id = e.ref WHERE f.ts < ?",
+            (before,),
+        ).fetchone()[0]
+        if found is None:
+            return 0, -1  # nothing to drop: the empty transaction commits
+        refs = "SELECT ref FROM log_entries WHERE kind = 'flow' AND idx <= ?"
+        conn.execute(
+            f"DELETE FROM {BODIES_TABLE} WHERE flow_id IN "
+            f"(SELECT flow_id FROM flows WHERE id IN ({refs}))",
+            (found,),
+        )
+        deleted = conn.execute(f"DELETE FROM flows WHERE id IN ({refs})", (found,)).rowcount
+        record = {
+            "kind": "prune",
+            "before": before,
+            "through": found,
+            "rows": deleted,
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        entry = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+        log = MerkleLog(conn)
+        log.append([("prune", 0, entry)])
+        if signer is not None:
+            log.sign(signer)
+    return deleted, found
 
 
 # -- proofs ------------------------------------------------------------------------------
@@ -350,10 +383,9 @@ class EntryProof:
     proof: str  # the c2sp.org/tlog-proof@v1 text
 
 
-def prove(path: str | Path, flow_id: str) -> EntryProof:
+def prove(source: Source, flow_id: str) -> EntryProof:
     """A self-contained proof that the flow's row is in the log, under its latest checkpoint."""
-    conn = _read_only(path)
-    try:
+    with _opened(source) as conn:
         found = conn.execute(
             "SELECT e.idx, e.ref FROM flows f JOIN log_entries e ON e.kind = 'flow' "
             "AND e.ref = f.id WHERE f.flow_id = ?",
@@ -375,8 +407,6 @@ def prove(path: str | Path, flow_id: str) -> EntryProof:
         lines = [PROOF_HEADER, f"index {index}"]
         lines += [base64.b64encode(h).decode() for h in path_hashes]
         return EntryProof(index, entry, "\n".join(lines) + "\n\n" + checkpoint.note)
-    finally:
-        conn.close()
 
 
 @dataclass(frozen=True)

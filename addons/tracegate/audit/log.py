@@ -141,7 +141,7 @@ class AuditRecord:
 
 
 ROW_FIELDS = tuple(f.name for f in fields(AuditRecord) if f.name != "body")
-_STOP = object()
+STOP = object()
 
 
 class AuditLog:
@@ -189,9 +189,29 @@ class AuditLog:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def target(self) -> str:
+        """Where the rows go: a config naming the same place keeps this log on reload."""
+        return f"sqlite:{self.path}"
+
+    def check(self) -> tuple[bool, str]:
+        """For readiness: the writer runs and the file takes a write lock now."""
+        if not self.running:
+            return False, "audit writer is not running"
+        try:
+            conn = sqlite3.connect(self.path, timeout=0.2, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            return False, f"audit database not writable: {exc}"
+        return True, f"{self.path} writable"
+
     def close(self) -> None:
         if self._thread is not None:
-            self._queue.put(_STOP)
+            self._queue.put(STOP)
             self._thread.join(timeout=10)
             self._thread = None
 
@@ -316,20 +336,9 @@ class AuditLog:
             except queue.Empty:  # a quiet log still gets its checkpoint on time
                 db = self._checkpoint_when_idle(db)
                 continue
-            if first is _STOP:
+            if first is STOP:
                 break
-            batch = [first]
-            deadline = time.monotonic() + self._batch_wait
-            while len(batch) < self._batch_rows:
-                try:
-                    left = deadline - time.monotonic()
-                    item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    self._queue.put(_STOP)
-                    break
-                batch.append(item)
+            batch = take_batch(self._queue, first, self._batch_rows, self._batch_wait)
             error: BaseException | None = None
             try:
                 if db is None:
@@ -339,7 +348,7 @@ class AuditLog:
                 rows, bodies = [], []
                 for item in list(batch):
                     try:
-                        row, body = _row_of(item[0])
+                        row, body = row_of(item[0])
                     except Exception as exc:  # this flow alone is denied; the rest go on
                         batch.remove(item)
                         self.failures += 1
@@ -377,12 +386,7 @@ class AuditLog:
                 self.failures += len(batch)
                 logger.error("tracegate: audit write failed: %s", exc)
                 db = None
-            # One wake-up per event loop for the whole batch, not one per flow.
-            waiting: dict[Any, list[asyncio.Future[None]]] = {}
-            for _, loop, future in batch:
-                waiting.setdefault(loop, []).append(future)
-            for loop, futures in waiting.items():
-                loop.call_soon_threadsafe(_settle_all, futures, error)
+            settle_batch(batch, error)
         if db is not None:
             if self._signer is not None:  # the last rows get their checkpoint at shutdown
                 try:
@@ -392,7 +396,36 @@ class AuditLog:
             db.conn.close()
 
 
-def _row_of(record: AuditRecord) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def take_batch(
+    waiting: queue.SimpleQueue[Any], first: Any, max_rows: int, max_wait: float
+) -> list[Any]:
+    """`first` and what else is queued (up to `max_rows`, waiting at most `max_wait` s); a
+    shutdown request stays queued for the writer's next turn."""
+    batch = [first]
+    deadline = time.monotonic() + max_wait
+    while len(batch) < max_rows:
+        try:
+            left = deadline - time.monotonic()
+            item = waiting.get(timeout=left) if left > 0 else waiting.get_nowait()
+        except queue.Empty:
+            break
+        if item is STOP:
+            waiting.put(STOP)
+            break
+        batch.append(item)
+    return batch
+
+
+def settle_batch(batch: list[Any], error: BaseException | None) -> None:
+    """Resolve every (record, loop, future) of a batch: one wake-up per event loop."""
+    waiting: dict[Any, list[asyncio.Future[None]]] = {}
+    for _, loop, future in batch:
+        waiting.setdefault(loop, []).append(future)
+    for loop, futures in waiting.items():
+        loop.call_soon_threadsafe(_settle_all, futures, error)
+
+
+def row_of(record: AuditRecord) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The flow's row and its body record (compressed here, on the writer's thread)."""
     row = record.to_row()
     body = seal(dict(record.body)) if record.body is not None else None

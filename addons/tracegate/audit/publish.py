@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -131,7 +131,8 @@ Sink = DirectorySink | WitnessSink | ObjectLockSink
 class Publisher:
     """Hands each signed checkpoint to every sink, in order, on a thread of its own."""
 
-    def __init__(self, database: Path, sinks: list[Sink]) -> None:
+    def __init__(self, database: Path | Callable[[], Any], sinks: list[Sink]) -> None:
+        """`database`: the audit file, or how to open the shared log (state.portable)."""
         self.database = database
         self.sinks = sinks
         self.failures = 0
@@ -171,7 +172,10 @@ class Publisher:
             self.publish_now(item)
 
     def publish_now(self, checkpoint: SignedCheckpoint) -> None:
-        conn = sqlite3.connect(self.database, timeout=10, isolation_level=None)
+        if callable(self.database):
+            conn = self.database()
+        else:
+            conn = sqlite3.connect(self.database, timeout=10, isolation_level=None)
         try:
             log = MerkleLog(conn)
             for sink in self.sinks:

@@ -74,14 +74,20 @@ class Filters:
         if self.until is not None:
             clauses.append("ts < ?")
             args.append(self.until)
-        return (" AND ".join(clauses) or "1"), args
+        return (" AND ".join(clauses) or "1 = 1"), args
 
 
 class AuditReader:
-    def __init__(self, path: str | Path) -> None:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"{path}: no such audit database")
-        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    """Reads a replica's file (a path) or the shared database (an open `PortableConnection`);
+    the SQL is what both understand."""
+
+    def __init__(self, source: str | Path | Any) -> None:
+        if not isinstance(source, (str, Path)):
+            self.conn = source
+            return
+        if not Path(source).exists():
+            raise FileNotFoundError(f"{source}: no such audit database")
+        self.conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
         self.conn.row_factory = sqlite3.Row
 
     def flows(self, filters: Filters = Filters(), limit: int | None = None) -> Iterator[dict]:
@@ -99,8 +105,9 @@ class AuditReader:
     def sessions(self, filters: Filters = Filters()) -> list[dict]:
         where, args = filters.where()
         sql = (
-            "SELECT session_id, subject, role, min(ts) AS first, max(ts) AS last, "
-            "count(*) AS flows, sum(decision = 'deny') AS denied "
+            "SELECT session_id, min(subject) AS subject, min(role) AS role, min(ts) AS first, "
+            "max(ts) AS last, count(*) AS flows, "
+            "CAST(sum(CASE WHEN decision = 'deny' THEN 1 ELSE 0 END) AS INTEGER) AS denied "
             f"FROM flows WHERE {where} AND session_id IS NOT NULL "
             "GROUP BY session_id ORDER BY first"
         )

@@ -36,7 +36,13 @@ SCHEMA = (
     "ref INTEGER NOT NULL, entry TEXT)",
     f"CREATE INDEX IF NOT EXISTS log_entries_ref ON {ENTRIES_TABLE} (kind, ref)",
     f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS_TABLE} (size INTEGER PRIMARY KEY, "
-    "root BLOB NOT NULL, note TEXT NOT NULL, ts TEXT NOT NULL)",
+    "root BLOB NOT NULL, note TEXT NOT NULL, ts TEXT NOT NULL, prev_size INTEGER)",
+)
+# Each checkpoint names the size of the one it extends, and no two may name the same: two
+# signers that both read the same latest checkpoint cannot both commit theirs (a compare-and-
+# swap on the latest checkpoint, so a log can never fork, whoever signs).
+CHECKPOINT_GUARD = (
+    f"CREATE UNIQUE INDEX IF NOT EXISTS log_checkpoints_prev ON {CHECKPOINTS_TABLE} (prev_size)"
 )
 # What an approval event entry is made of (the approval store writes those rows).
 APPROVAL_EVENT_COLUMNS = (
@@ -98,6 +104,10 @@ class MerkleLog:
     def create(conn: sqlite3.Connection) -> None:
         for statement in SCHEMA:
             conn.execute(statement)
+        columns = {r[1] for r in conn.execute(f"PRAGMA table_info({CHECKPOINTS_TABLE})")}
+        if "prev_size" not in columns:  # a file from before the guard: its old rows stay null
+            conn.execute(f"ALTER TABLE {CHECKPOINTS_TABLE} ADD COLUMN prev_size INTEGER")
+        conn.execute(CHECKPOINT_GUARD)
 
     def size(self) -> int:
         query = f"SELECT COALESCE(MAX(idx) + 1, 0) FROM {ENTRIES_TABLE}"
@@ -199,8 +209,9 @@ class MerkleLog:
         note = sign_note(Checkpoint(signer.name, size, root).text(), signer)
         ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.conn.execute(
-            f"INSERT INTO {CHECKPOINTS_TABLE} (size, root, note, ts) VALUES (?, ?, ?, ?)",
-            (size, root, note, ts),
+            f"INSERT INTO {CHECKPOINTS_TABLE} (size, root, note, ts, prev_size) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (size, root, note, ts, last.size if last is not None else 0),
         )
         return SignedCheckpoint(size, root, note, ts)
 

@@ -33,15 +33,62 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return _audit(args)
     except sqlite3.DatabaseError as exc:
         return fail(f"{getattr(args, 'database', '')}: not a readable audit database ({exc})")
+    except (_SharedLogError, ConfigError) as exc:
+        return fail(str(exc))
+
+
+class _SharedLogError(RuntimeError):
+    """The shared database could not be read (named without its password)."""
+
+
+def _dsn(value: str) -> str:
+    """`--dsn`: `env:NAME` or `file:PATH` keep the password out of the process list."""
+    from tracegate.configbase import read_secret
+
+    if value.startswith("env:"):
+        return read_secret("--dsn", env=value[4:])
+    if value.startswith("file:"):
+        return read_secret("--dsn", file=value[5:])
+    return value
+
+
+def _open_shared(value: str):
+    """The shared database's log, through the surface the audit code reads (state.portable)."""
+    import psycopg
+
+    from tracegate.state.database import describe
+    from tracegate.state.portable import PortableConnection
+
+    dsn = _dsn(value)
+    where = f"postgres {describe(dsn)}"
+    try:
+        return where, PortableConnection.connect(dsn)
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise _SharedLogError(f"{where}: {first}") from None
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from tracegate.audit.reader import AuditReader, export
-
     if args.audit_command == "keygen":
         return _keygen(args)
     if args.audit_command == "check-proof":
         return _check_proof(args)
+    if getattr(args, "dsn", None):
+        if args.database:
+            return fail("give the audit database or --dsn, not both", EXIT_USAGE)
+        label, source = _open_shared(args.dsn)
+        try:
+            return _read(args, label, source)
+        except Exception as exc:
+            import psycopg
+
+            if not isinstance(exc, psycopg.Error):
+                raise
+            raise _SharedLogError(f"{label}: {str(exc).strip().splitlines()[0]}") from None
+        finally:
+            source.close()
+    if not args.database:
+        return fail("give the audit database (a file) or --dsn for the shared one", EXIT_USAGE)
     database = Path(args.database)
     if not database.exists():
         return fail(f"{database}: no such audit database")
@@ -60,11 +107,6 @@ def _audit(args: argparse.Namespace) -> int:
                 f"{database}: written in the hash-chain format; verify it with the release that "
                 f"wrote it, or run `tracegate audit migrate {database}` (it checks that chain)"
             )
-        return _verify(database, args)
-    if args.audit_command == "prove":
-        return _prove(database, args)
-    if args.audit_command in ("prune", "checkpoint"):
-        return _sign_or_prune(database, args)
     if args.audit_command == "migrate":
         from tracegate.audit.migrate import MigrationRefused, migrate
 
@@ -80,7 +122,20 @@ def _audit(args: argparse.Namespace) -> int:
             "checkpoint`)"
         )
         return 0
-    reader = AuditReader(database)
+    return _read(args, str(database), database)
+
+
+def _read(args: argparse.Namespace, database: str, source) -> int:
+    """The commands that read (or sign, or prune) a log: a file's path or the shared log."""
+    from tracegate.audit.reader import AuditReader, export
+
+    if args.audit_command == "verify":
+        return _verify(database, source, args)
+    if args.audit_command == "prove":
+        return _prove(source, args)
+    if args.audit_command in ("prune", "checkpoint"):
+        return _sign_or_prune(database, source, args)
+    reader = AuditReader(source)
     try:
         if args.audit_command == "sessions":
             sessions = reader.sessions(_filters(args))
@@ -93,7 +148,7 @@ def _audit(args: argparse.Namespace) -> int:
                 )
             return 0
         if args.audit_command == "replay":
-            return _replay(reader, args)
+            return _replay(reader, database, args)
         if args.audit_command == "show":
             row = reader.flow(args.flow_id)
             if row is None:
@@ -155,16 +210,16 @@ def _log_key(args: argparse.Namespace, origin: str | None):
     return log_verifier(args.public_key, getattr(args, "origin", None) or origin)
 
 
-def _verify(database: Path, args: argparse.Namespace) -> int:
+def _verify(database: str, source, args: argparse.Namespace) -> int:
     from tracegate.audit.integrity import verify
     from tracegate.audit.note import NoteError
 
     try:
-        key = _log_key(args, _origin_of(database)) if args.public_key else None
-        witnessed = _witnessed(args.witness, database) if args.witness else None
+        key = _log_key(args, _origin_of(source)) if args.public_key else None
+        witnessed = _witnessed(args.witness, source) if args.witness else None
     except (OSError, ValueError, NoteError) as exc:
         return fail(str(exc).splitlines()[0])
-    result = verify(database, key, witnessed)
+    result = verify(source, key, witnessed)
     for problem in result.problems:
         print(f"{database}: {problem}", file=sys.stderr)
     signed = (
@@ -172,18 +227,24 @@ def _verify(database: Path, args: argparse.Namespace) -> int:
     )
     state = "ok" if result.ok else f"FAILED ({len(result.problems)} problem(s))"
     witness = f", witness: {result.witnessed}" if result.witnessed else ""
+    pending = f", {result.pending} rows not yet integrated" if result.pending else ""
     print(
         f"{database}: {result.entries} log entries ({result.rows} rows, "
         f"{result.approval_events} approval events), {result.checkpoints} checkpoints, "
-        f"{signed}{witness}: {state}"
+        f"{signed}{witness}{pending}: {state}"
     )
     return 0 if result.ok else 1
 
 
-def _origin_of(database: Path) -> str | None:
+def _origin_of(database) -> str | None:
     """The origin the log's latest checkpoint names (for a PEM key given without --origin)."""
     import sqlite3
 
+    from tracegate.audit.tlog import MerkleLog
+
+    if not isinstance(database, Path):  # the shared log
+        latest = MerkleLog(database).latest()
+        return latest.note.split("\n", 1)[0] if latest else None
     conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
         found = conn.execute(
@@ -196,7 +257,7 @@ def _origin_of(database: Path) -> str | None:
     return found[0].split("\n", 1)[0] if found else None
 
 
-def _witnessed(source: str, database: Path) -> str:
+def _witnessed(source: str, database) -> str:
     """The latest checkpoint a witness holds for this log: from its URL, state file, or a
     directory sink's checkpoints file."""
     from tracegate.audit.integrity import checkpoints_in
@@ -221,11 +282,11 @@ def _witnessed(source: str, database: Path) -> str:
     return max(notes, key=lambda n: int(n.split("\n")[1]))
 
 
-def _prove(database: Path, args: argparse.Namespace) -> int:
+def _prove(source, args: argparse.Namespace) -> int:
     from tracegate.audit.integrity import ProofUnavailable, prove
 
     try:
-        proof = prove(database, args.flow_id)
+        proof = prove(source, args.flow_id)
     except ProofUnavailable as exc:
         return fail(str(exc))
     output = Path(args.output)
@@ -264,7 +325,7 @@ def _check_proof(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sign_or_prune(database: Path, args: argparse.Namespace) -> int:
+def _sign_or_prune(database: str, source, args: argparse.Namespace) -> int:
     import sqlite3
 
     from tracegate.audit.integrity import prune
@@ -276,7 +337,7 @@ def _sign_or_prune(database: Path, args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         return fail(f"{args.key}: {exc}")
     if args.audit_command == "prune":
-        deleted, through = prune(database, args.before, signer)
+        deleted, through = prune(source, args.before, signer)
         if through < 0:
             print(f"{database}: no rows before {args.before}")
         else:
@@ -286,14 +347,19 @@ def _sign_or_prune(database: Path, args: argparse.Namespace) -> int:
             )
         return 0
     assert signer is not None
-    conn = sqlite3.connect(database, timeout=10, isolation_level=None)
+    if isinstance(source, Path):
+        conn = sqlite3.connect(source, timeout=10, isolation_level=None)
+        MerkleLog.create(conn)
+    else:
+        conn = source
     try:
         with immediate(conn):
             signed = MerkleLog(conn).sign(signer)
     except LogForked as exc:
         return fail(str(exc))
     finally:
-        conn.close()
+        if conn is not source:
+            conn.close()
     if signed is None:
         print(f"{database}: the latest checkpoint already covers the whole log")
     else:
@@ -301,7 +367,7 @@ def _sign_or_prune(database: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay(reader, args: argparse.Namespace) -> int:
+def _replay(reader, database: str, args: argparse.Namespace) -> int:
     """Show what the requester saw; optionally re-run it against the store."""
     import asyncio as aio
     import difflib
@@ -314,7 +380,7 @@ def _replay(reader, args: argparse.Namespace) -> int:
 
     row = reader.flow(args.flow_id)
     if row is None:
-        return fail(f"no flow {args.flow_id!r} in {args.database}")
+        return fail(f"no flow {args.flow_id!r} in {database}")
     body = reader.body(args.flow_id)
     if body is not None and body_digest(body) != row.get("body_sha256"):
         return fail(

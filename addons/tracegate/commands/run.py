@@ -26,10 +26,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return fail(f"{args.config}: {exc}")
     host = args.listen_host or config.listen.host
     port = config.listen.port if args.listen_port is None else args.listen_port
-    return asyncio.run(_serve(Path(args.config), config, host, port, args.web, args.web_port))
+    serve = _serve(Path(args.config), config, host, port, args.web, args.web_port, args.instance_id)
+    return asyncio.run(serve)
 
 
-async def _serve(path: Path, config, host: str, port: int, web: bool, web_port: int) -> int:
+async def _serve(
+    path: Path, config, host: str, port: int, web: bool, web_port: int, instance: str | None
+) -> int:
     from mitmproxy import exceptions, options
 
     from tracegate.proxy import install
@@ -58,6 +61,8 @@ async def _serve(path: Path, config, host: str, port: int, web: bool, web_port: 
         "listen_port": port,
         "tracegate_config": str(path),
     }
+    if instance:
+        settings["tracegate_instance"] = instance
     if config.listen.certificate:
         settings["certs"] = [f"*={config.listen.certificate}"]
     if web:

@@ -152,8 +152,7 @@ class AdminListener:
         checks = await readiness(
             self.runtime.gateway,
             self.runtime.lockdown,
-            audit.path if audit else None,
-            audit is not None and audit.running,
+            audit,
             self.runtime.database,
         )
         self._cached = (now, checks)

@@ -25,8 +25,21 @@ class ConfigLoader:
         loader.add_option(
             "tracegate_config", str, "", "Path of the tracegate YAML config (required)."
         )
+        loader.add_option(
+            "tracegate_instance",
+            str,
+            "",
+            "This replica's name in the shared audit log and approval events "
+            "(default: host name and process id).",
+        )
 
     def configure(self, updated: set[str]) -> None:
+        if "tracegate_instance" in updated and ctx.options.tracegate_instance:
+            if self.runtime.gateway is not None:
+                raise exceptions.OptionsError(
+                    "tracegate: tracegate_instance is fixed once the gateway runs; restart it"
+                )
+            self.runtime.instance_id = ctx.options.tracegate_instance
         if "tracegate_config" not in updated:
             return
         path = ctx.options.tracegate_config

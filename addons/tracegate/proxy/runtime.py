@@ -7,6 +7,8 @@ versions within one flow.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +26,11 @@ from tracegate.identity.saml import ExchangeIssuer
 from tracegate.metrics import GatewayMetrics
 from tracegate.sessions import SessionTracker
 from tracegate.state.approvals import SharedApprovalStore
+from tracegate.state.auditlog import SharedAuditLog
 from tracegate.state.database import DatabaseUnavailable, SchemaTooNew, SharedDatabase, dsn_of
 from tracegate.state.keys import shared_ec_key
 from tracegate.state.ledger import PostgresAssertionLedger
+from tracegate.state.portable import PortableConnection
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ class FlowState:
 @dataclass
 class Runtime:
     gateway: Gateway | None = None
-    audit: AuditLog | None = None
+    audit: AuditLog | SharedAuditLog | None = None
     publisher: Publisher | None = None
     config_path: Path | None = None
     # Set while the `-s` script is unloaded (e.g. a broken edit failed to reload).
@@ -60,6 +64,8 @@ class Runtime:
     approvals: ApprovalDesk | None = None
     admin_url: str = ""  # where the admin listener is reachable, once bound
     database: SharedDatabase | None = None  # state.backend postgres: what replicas share
+    # This replica's name in the shared log and approval events (`--instance-id`).
+    instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     @property
     def config(self) -> GatewayConfig | None:
@@ -78,27 +84,23 @@ class Runtime:
                 database.close()
             raise
         audit_path = Path(config.audit.path)
-        if self.audit is None or self.audit.path != audit_path or database is not self.database:
-            key_file = config.audit.signing_key_file
-            publisher = Publisher(audit_path, build_sinks(config.audit.publish))
-            audit = AuditLog(
-                audit_path,
-                config.audit.batch_max_rows,
-                config.audit.batch_max_wait_ms,
-                config.audit.busy_timeout_ms,
-                signing_key=SigningKey.load(key_file) if key_file else None,
-                checkpoint_every_rows=config.audit.checkpoint_every_rows,
-                checkpoint_every_seconds=config.audit.checkpoint_every_seconds,
-                origin=config.audit.log_origin,
-                publish=publisher if publisher.sinks else None,
-            )
+        shared = config.audit.backend == "postgres"
+        target = f"postgres:{database.where}" if shared and database else f"sqlite:{audit_path}"
+        if self.audit is None or self.audit.target != target or database is not self.database:
+            publisher, audit = self._audit_log(config, database)
             publisher.on_failure = lambda sink: self.metrics.checkpoint_publish_failures.labels(
                 sink
             ).inc()
             publisher.start()
             audit.open()
             store = (
-                SharedApprovalStore(audit_path, database, config.audit.busy_timeout_ms)
+                SharedApprovalStore(
+                    audit_path,
+                    database,
+                    config.audit.busy_timeout_ms,
+                    instance=self.instance_id,
+                    shared_audit=shared,
+                )
                 if database is not None
                 else ApprovalStore(audit_path, config.audit.busy_timeout_ms)
             )
@@ -113,6 +115,12 @@ class Runtime:
             self.publisher = publisher
             self.approvals = ApprovalDesk(store, Webhook(None, 5.0), "")
             self.metrics.approvals_pending.set_function(lambda: store.pending_count)
+            if isinstance(audit, SharedAuditLog):
+                integrator = audit.integrator
+                self.metrics.integration_lag.set_function(
+                    lambda: -1.0 if integrator.lag_seconds is None else integrator.lag_seconds
+                )
+                self.metrics.integrating.set_function(lambda: float(integrator.leader))
         assert self.approvals is not None
         self.approvals.webhook = Webhook(
             config.approvals.webhook_url, config.approvals.webhook_timeout_seconds
@@ -140,6 +148,43 @@ class Runtime:
         verb = "reloaded" if reloaded else "loaded"
         logger.info("tracegate: %s %s (policy version %s)", verb, path, gateway.version)
         return gateway
+
+    def _audit_log(
+        self, config: GatewayConfig, database: SharedDatabase | None
+    ) -> tuple[Publisher, AuditLog | SharedAuditLog]:
+        """The log this config names (not yet open) and the publisher of its checkpoints."""
+        key_file = config.audit.signing_key_file
+        key = SigningKey.load(key_file) if key_file else None
+        sinks = build_sinks(config.audit.publish)
+        if config.audit.backend == "postgres" and database is not None:
+            dsn = database.dsn
+            publisher = Publisher(lambda: PortableConnection.connect(dsn), sinks)
+            shared = SharedAuditLog(
+                database,
+                self.instance_id,
+                config.audit.batch_max_rows,
+                signing_key=key,
+                checkpoint_every_rows=config.audit.checkpoint_every_rows,
+                checkpoint_every_seconds=config.audit.checkpoint_every_seconds,
+                origin=config.audit.log_origin,
+                publish=publisher if publisher.sinks else None,
+                integrate_every_seconds=config.audit.integrate_every_seconds,
+            )
+            shared.alert_after = config.audit.integration_alert_seconds
+            return publisher, shared
+        publisher = Publisher(Path(config.audit.path), sinks)
+        audit = AuditLog(
+            Path(config.audit.path),
+            config.audit.batch_max_rows,
+            config.audit.batch_max_wait_ms,
+            config.audit.busy_timeout_ms,
+            signing_key=key,
+            checkpoint_every_rows=config.audit.checkpoint_every_rows,
+            checkpoint_every_seconds=config.audit.checkpoint_every_seconds,
+            origin=config.audit.log_origin,
+            publish=publisher if publisher.sinks else None,
+        )
+        return publisher, audit
 
     def _database_for(self, config: GatewayConfig) -> SharedDatabase | None:
         """The shared database this config names: the open one if it is the same, else a new

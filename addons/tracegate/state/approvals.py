@@ -7,8 +7,9 @@ the same transaction; each replica listens on a connection of its own and also r
 pending approvals every `POLL_SECONDS` (a missed notification, a reconnect), so its held flows
 see a decision within a second or two. A decision is serialised per approval with a
 transaction-level advisory lock, so two approvers on two replicas never lose a vote. Each
-replica's own audit trail still records the events it caused (rows and Merkle leaves in its
-SQLite file, after the shared commit), so `tracegate audit verify` covers them as before.
+replica's own audit trail records the events it caused (rows and Merkle leaves in its SQLite
+file, after the shared commit), so `tracegate audit verify` covers them; with the shared log
+(`audit.backend: postgres`) they are queued for it in the same transaction instead.
 """
 
 from __future__ import annotations
@@ -35,10 +36,19 @@ POLL_SECONDS = 1.0
 
 class SharedApprovalStore(ApprovalStore):
     def __init__(
-        self, path: str | Path, database: SharedDatabase, busy_timeout_ms: int = 5000
+        self,
+        path: str | Path,
+        database: SharedDatabase,
+        busy_timeout_ms: int = 5000,
+        instance: str = "",
+        shared_audit: bool = False,
     ) -> None:
         super().__init__(path, busy_timeout_ms)
         self.database = database
+        self.instance = instance
+        # audit.backend postgres: events are queued for the shared log with their row, and
+        # this replica keeps no file of its own.
+        self.shared_audit = shared_audit
         self._shared: psycopg.Connection | None = None  # the open transaction's connection
         self._local: list[tuple[Any, ...]] = []  # events to record in this replica's trail
         self._touched: set[str] = set()
@@ -49,7 +59,8 @@ class SharedApprovalStore(ApprovalStore):
     # -- lifecycle ---------------------------------------------------------------------
 
     def _open(self) -> None:
-        super()._open()  # this replica's trail: tables and Merkle log in its SQLite file
+        if not self.shared_audit:
+            super()._open()  # this replica's trail: tables and Merkle log in its SQLite file
         self.live.clear()  # what is pending is what the shared database says
         self._refresh()
         self._listener = threading.Thread(
@@ -108,20 +119,29 @@ class SharedApprovalStore(ApprovalStore):
         how: str,
         detail: dict[str, Any],
     ) -> None:
-        db.execute(
-            "INSERT INTO approval_events (ts, approval_id, flow_id, event, actor, how, detail) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                approval_id,
-                flow_id,
-                event,
-                actor,
-                how,
-                json.dumps(detail, sort_keys=True),
-            ),
+        row = (
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            approval_id,
+            flow_id,
+            event,
+            actor,
+            how,
+            json.dumps(detail, sort_keys=True),
+            self.instance or None,
         )
-        self._local.append((approval_id, flow_id, event, actor, how, detail))
+        insert = (
+            "INSERT INTO approval_events (ts, approval_id, flow_id, event, actor, how, detail, "
+            "replica) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        )
+        if self.shared_audit:  # queued for the shared log in the same transaction
+            db.execute(
+                f"WITH row AS ({insert} RETURNING id) INSERT INTO audit_pending (kind, ref) "
+                "SELECT 'approval_event', id FROM row",
+                row,
+            )
+        else:
+            db.execute(insert, row)
+            self._local.append((approval_id, flow_id, event, actor, how, detail))
         self._touched.add(approval_id)
 
     def _save(self, db: Any, approval: Approval) -> None:

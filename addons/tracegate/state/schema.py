@@ -43,6 +43,41 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX approval_events_approval ON approval_events (approval_id, id)",
         ),
     ),
+    (
+        4,
+        (
+            # The shared audit log: the tables and columns of a replica's SQLite file (so one
+            # reader and one verifier serve both), plus the replica that served each flow.
+            "CREATE TABLE flows (id BIGSERIAL PRIMARY KEY, ts TEXT, flow_id TEXT, "
+            "session_id TEXT, policy_version TEXT, client TEXT, subject TEXT, issuer TEXT, "
+            "roles TEXT, role TEXT, purpose TEXT, method TEXT, path TEXT, operation TEXT, "
+            "resource TEXT, decision TEXT, reason TEXT, masks TEXT, status INTEGER, "
+            "bytes_upstream BIGINT, bytes_returned BIGINT, latency_ms DOUBLE PRECISION, "
+            "upstream_sha256 TEXT, returned_sha256 TEXT, approval TEXT, body_sha256 TEXT, "
+            "identity TEXT, instance TEXT)",
+            "CREATE INDEX flows_flow_id ON flows (flow_id)",
+            "CREATE INDEX flows_subject_ts ON flows (subject, ts)",
+            "CREATE INDEX flows_session ON flows (session_id)",
+            "CREATE TABLE bodies (flow_id TEXT PRIMARY KEY, request TEXT, status INTEGER, "
+            "response_headers TEXT, response_body BYTEA, truncated INTEGER, "
+            "ts_start DOUBLE PRECISION, ts_end DOUBLE PRECISION)",
+            "CREATE TABLE policies (version TEXT PRIMARY KEY, ts TEXT, config TEXT)",
+            "CREATE TABLE log_entries (idx BIGINT PRIMARY KEY, kind TEXT NOT NULL, "
+            "ref BIGINT NOT NULL, entry TEXT)",
+            # A row enters the log once, whichever integrator takes it.
+            "CREATE UNIQUE INDEX log_entries_ref ON log_entries (kind, ref) WHERE kind <> 'prune'",
+            "CREATE TABLE log_nodes (key BIGINT PRIMARY KEY, level INTEGER NOT NULL, "
+            "idx BIGINT NOT NULL, hash BYTEA NOT NULL)",
+            # prev_size is unique: two integrators extending the same checkpoint cannot both
+            # commit (the compare-and-swap that keeps the log from forking).
+            "CREATE TABLE log_checkpoints (size BIGINT PRIMARY KEY, root BYTEA NOT NULL, "
+            "note TEXT NOT NULL, ts TEXT NOT NULL, prev_size BIGINT NOT NULL UNIQUE)",
+            # Rows committed by a replica and not yet in the log (the integrator's queue).
+            "CREATE TABLE audit_pending (kind TEXT NOT NULL, ref BIGINT NOT NULL, "
+            "since TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (kind, ref))",
+            "CREATE INDEX audit_pending_since ON audit_pending (since)",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 # pg_advisory_xact_lock key for migrations: "tracegat" in ASCII.
