@@ -5,6 +5,7 @@ with the same code as a replica's file."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -114,6 +115,16 @@ def test_two_replicas_write_one_log_that_verifies_and_proves_each_flow(
     assert sorted(i for _, i in rows) == ["gw-a", "gw-a", "gw-b", "gw-b"]
     assert {f for f, _ in rows} == {r.headers["x-tracegate-flow"] for r in served}
     assert indices == [0, 1, 2, 3]  # contiguous from 0, whoever wrote the rows
+    # Frank's token on A, then B, then A: one session, continued across replicas; the shared
+    # table holds a keyed hash of it, never the token's plain digest.
+    with psycopg.connect(dsn) as conn:
+        franks = conn.execute(
+            "SELECT DISTINCT session_id FROM flows WHERE subject = 'frank@example.com'"
+        ).fetchall()
+        keys = [r[0] for r in conn.execute("SELECT key FROM sessions")]
+    assert len(franks) == 1
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    assert keys and not any(digest in k or k.endswith(digest) for k in keys)
     # Exactly one replica integrates.
     assert sorted(
         [metric(a, "tracegate_audit_integrator"), metric(b, "tracegate_audit_integrator")]
@@ -251,3 +262,58 @@ def test_a_signer_with_a_stale_view_of_the_latest_checkpoint_cannot_fork_the_log
         assert [c.size for c in log.checkpoints()] == [1, 2]
     finally:
         conn.close()
+
+
+def test_rows_waiting_too_long_for_the_log_fail_readiness_until_the_integrator_is_back(
+    postgres, make_gateway, issuer, store, log_key
+):
+    dsn = postgres.dsn()
+    env = gateway_env(store, TRACEGATE_DATABASE_URL=dsn)
+    settings = shared_log(dsn, log_key, integration_alert_seconds=2)
+    replicas = [make_gateway(how="run", env=env, **settings) for _ in range(2)]
+    token = issuer.token("frank@example.com", ["support-engineers"])
+    assert get(replicas[0], token).status_code == 200
+    wait_integrated(dsn, 1)
+    [leader] = [r for r in replicas if metric(r, "tracegate_audit_integrator") == 1]
+    [other] = [r for r in replicas if r is not leader]
+    os.killpg(leader.process.pid, signal.SIGSTOP)  # alive, holding the lock, integrating nothing
+    try:
+        assert get(other, token).status_code == 200  # still served: its row is committed
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            audit = httpx.get(other.admin_url + "/readyz", timeout=10).json()["checks"]["audit"]
+            if not audit["ok"]:
+                break
+            time.sleep(0.2)
+        assert not audit["ok"] and "waited" in audit["detail"], audit
+        assert metric(other, "tracegate_audit_integration_lag_seconds") >= 2
+    finally:
+        os.killpg(leader.process.pid, signal.SIGCONT)
+    wait_integrated(dsn, 2)
+    deadline = time.monotonic() + 20
+    while not httpx.get(other.admin_url + "/readyz", timeout=10).json()["checks"]["audit"]["ok"]:
+        assert time.monotonic() < deadline, "readiness did not come back"
+        time.sleep(0.2)
+
+
+def test_with_the_database_away_no_flow_is_served_unrecorded_and_service_resumes(
+    postgres, make_gateway, issuer, store, log_key
+):
+    dsn = postgres.dsn()
+    env = gateway_env(store, TRACEGATE_DATABASE_URL=dsn)
+    gateway = make_gateway(how="run", env=env, **shared_log(dsn, log_key))
+    token = issuer.token("frank@example.com", ["support-engineers"])
+    assert get(gateway, token).status_code == 200
+    postgres.down()
+    try:
+        refused = get(gateway, token)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "AuditUnavailable"
+        assert "tr-a001" not in refused.text and "messages" not in refused.text
+    finally:
+        postgres.up()
+    deadline = time.monotonic() + 30
+    while get(gateway, token).status_code != 200:
+        assert time.monotonic() < deadline, "service did not resume"
+        time.sleep(0.5)
+    wait_integrated(dsn, 2)

@@ -249,3 +249,37 @@ def test_a_flow_held_on_one_replica_is_released_by_an_approval_on_another(
             timeout=60,
         )
         assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_session_continues_across_replicas_until_idle_and_survives_a_database_outage(postgres):
+    import asyncio
+    import time
+
+    from tracegate.state.sessions import SharedSessionTracker
+
+    dsn = postgres.dsn()
+    databases = [SharedDatabase(dsn).open() for _ in range(2)]
+    try:
+        a, b = (SharedSessionTracker(d, idle_seconds=0.6) for d in databases)
+
+        async def scenario() -> None:
+            first = await a.resolve("token:x")
+            assert await b.resolve("token:x") == first  # the other replica continues it
+            assert await a.resolve("token:y") != first
+            await asyncio.sleep(0.8)  # idle on both
+            second = await b.resolve("token:x")
+            assert second != first
+            assert await a.resolve("token:x") == second  # A learns of it from the database
+
+        asyncio.run(scenario())
+        postgres.down()
+        try:
+            started = time.monotonic()
+            local = asyncio.run(a.resolve("token:z"))  # no database: a session of its own
+            assert local and asyncio.run(a.resolve("token:z")) == local
+            assert time.monotonic() - started < 15
+        finally:
+            postgres.up()
+    finally:
+        for database in databases:
+            database.close()

@@ -35,6 +35,10 @@ class SessionTracker:
                 self._expire(now)
         return session
 
+    async def resolve(self, key: str) -> str:
+        """`session_for`, for the event loop (a shared tracker may ask the database)."""
+        return self.session_for(key)
+
     def _expire(self, now: float) -> None:
         stale = [k for k, (_, seen) in self._sessions.items() if now - seen > self.idle_seconds]
         for key in stale or list(self._sessions)[: len(self._sessions) // 2]:

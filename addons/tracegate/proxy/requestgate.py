@@ -59,7 +59,7 @@ class RequestGate:
                 scrub_sts(flow)
             valid_token = exchange.principal is not None and exchange.token_digest
             key = f"token:{exchange.token_digest}" if valid_token else f"conn:{flow.client_conn.id}"
-            exchange.session_id = self.runtime.sessions.session_for(key)
+            exchange.session_id = await self.runtime.sessions.resolve(key)
 
     async def _held(self, flow: http.HTTPFlow, limit: float) -> None:
         """An operator's intercept holds this request: decide and sign only once it is resumed,

@@ -31,6 +31,7 @@ from tracegate.state.database import DatabaseUnavailable, SchemaTooNew, SharedDa
 from tracegate.state.keys import shared_ec_key
 from tracegate.state.ledger import PostgresAssertionLedger
 from tracegate.state.portable import PortableConnection
+from tracegate.state.sessions import SharedSessionTracker
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,12 @@ class Runtime:
             old, self.database = self.database, database
             if old is not None:
                 old.close()
+            idle = config.audit.session_idle_seconds
+            self.sessions = (
+                SharedSessionTracker(database, idle)
+                if database is not None
+                else SessionTracker(idle)
+            )
             if database is not None:
                 for state in ("size", "idle", "waiting"):
                     gauge = self.metrics.database_connections.labels(state)

@@ -78,6 +78,16 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX audit_pending_since ON audit_pending (since)",
         ),
     ),
+    (
+        5,
+        (
+            # Sessions every replica continues: a token's keyed hash (never the token or its
+            # plain digest), its session id, and when any replica last saw it (epoch seconds).
+            "CREATE TABLE sessions (key TEXT PRIMARY KEY, session_id TEXT NOT NULL, "
+            "last_seen DOUBLE PRECISION NOT NULL)",
+            "CREATE INDEX sessions_last_seen ON sessions (last_seen)",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 # pg_advisory_xact_lock key for migrations: "tracegat" in ASCII.
