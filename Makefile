@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) scripts/demo.py $(if $(WEB),--web,) $(if $(STORE),--store $(STORE),)
+	$(if $(filter postgres,$(BACKEND)),sh scripts/ensure-postgresql.sh,)
+	$(PY) scripts/demo.py $(if $(WEB),--web,) $(if $(STORE),--store $(STORE),) $(if $(BACKEND),--backend $(BACKEND),)
 
 test: $(STAMP)
 	sh scripts/ensure-chromium.sh

@@ -8,6 +8,7 @@ those same commands once to check them, and stops everything on Ctrl-C.
     python scripts/demo.py --check    # start, verify the printed commands, stop (used by tests)
     python scripts/demo.py --store dynamodb   # a local DynamoDB table instead of S3
     python scripts/demo.py --store langfuse   # a local Langfuse-shaped API (an `http` store)
+    python scripts/demo.py --backend postgres # two gateways sharing a local PostgreSQL
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ sys.path.insert(0, str(REPO / "addons"))
 
 from tracegate.demo.issuer import TokenIssuer  # noqa: E402
 from tracegate.demo.langfuse import LocalLangfuse  # noqa: E402
+from tracegate.demo.postgres import LocalPostgres  # noqa: E402
 from tracegate.demo.setup import (  # noqa: E402
     DYNAMODB_EXAMPLE,
     EXAMPLE,
@@ -354,8 +356,8 @@ class AuditWitness:
             ],
         }
 
-    def commands(self, flow_id: str) -> list[tuple[str, str, str]]:
-        audit = (RUN_DIR / "audit.sqlite3").relative_to(REPO)
+    def commands(self, flow_id: str, audit: str) -> list[tuple[str, str, str]]:
+        """`audit`: the audit file, or `--dsn env:VAR` for the shared log."""
         vkey = self.vkey.relative_to(REPO)
         proof = (RUN_DIR / "flow.tlog-proof").relative_to(REPO)
         return [
@@ -383,28 +385,40 @@ class AuditWitness:
             self.process.wait(timeout=10)
 
 
-def last_served_flow() -> str:
+def last_served_flow(dsn: str | None) -> str:
+    query = (
+        "SELECT flow_id FROM flows WHERE decision = 'allow' AND status = 200 "
+        "ORDER BY id DESC LIMIT 1"
+    )
+    if dsn is not None:
+        import psycopg
+
+        with psycopg.connect(dsn) as conn:
+            found = conn.execute(query).fetchone()
+        return found[0] if found else "FLOW_ID"
     import sqlite3
 
     conn = sqlite3.connect(RUN_DIR / "audit.sqlite3")
     try:
-        found = conn.execute(
-            "SELECT flow_id FROM flows WHERE decision = 'allow' AND status = 200 "
-            "ORDER BY id DESC LIMIT 1"
-        ).fetchone()
+        found = conn.execute(query).fetchone()
     finally:
         conn.close()
     return found[0] if found else "FLOW_ID"
 
 
-def check_audit(commands: list[tuple[str, str, str]]) -> bool:
+def check_audit(commands: list[tuple[str, str, str]], env: dict[str, str]) -> bool:
     """The printed audit commands, as printed (the proof once a checkpoint covers the flow)."""
     ok = True
     for description, command, expected in commands:
         deadline = time.monotonic() + 15
         while True:
             done = subprocess.run(
-                ["bash", "-c", command], capture_output=True, text=True, cwd=REPO, timeout=60
+                ["bash", "-c", command],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                timeout=60,
+                env=env,
             )
             if expected in done.stdout or time.monotonic() > deadline:
                 break
@@ -477,11 +491,26 @@ def check(cmds: list[tuple[str, str, int]], tokens: dict[str, str], marker: str 
     return ok and boto_ok
 
 
+def start_gateway(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        argv,
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="run the tracegate demo")
     parser.add_argument("--web", action="store_true", help="also start the mitmweb UI")
     parser.add_argument("--check", action="store_true", help="verify the commands, then stop")
     parser.add_argument("--store", choices=["s3", "dynamodb", "langfuse"], default="s3")
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="postgres: two gateways sharing one local PostgreSQL (approvals, audit log)",
+    )
     args = parser.parse_args()
     RUN_DIR.mkdir(exist_ok=True)
     for stale in RUN_DIR.glob("audit.sqlite3*"):  # each demo starts a fresh audit trail
@@ -493,9 +522,14 @@ def main() -> int:
     else:
         store = (LocalDynamo if dynamo else LocalS3)(port=port_or_free(9000))
     issuer = TokenIssuer()
-    gateway: subprocess.Popen | None = None
+    gateways: list[subprocess.Popen] = []
     witness = AuditWitness()
+    database = LocalPostgres() if args.backend == "postgres" else None
     try:
+        dsn = None
+        if database is not None:
+            print("demo: starting a local PostgreSQL (Debian's server, in a temp dir)...")
+            dsn = database.start().dsn("tracegate")
         if isinstance(store, LocalLangfuse):
             print("demo: starting a local Langfuse-shaped API (basic auth, two tenants)...")
             store.start()
@@ -520,6 +554,8 @@ def main() -> int:
                 "enabled": True,
                 "public_host": f"127.0.0.1:{listen_port}",
             }
+        if dsn is not None:
+            overrides.update({"state": {"backend": "postgres"}, "audit.backend": "postgres"})
         config = write_config(
             RUN_DIR / "config.yaml",
             store,
@@ -529,20 +565,39 @@ def main() -> int:
             **overrides,
         )
         sts_keys = "demo:" + base64.b64encode(secrets.token_bytes(32)).decode()
-        env = gateway_env(store, secrets.token_hex(16), TRACEGATE_STS_KEYS=sts_keys)
+        shared = {"TRACEGATE_DATABASE_URL": dsn} if dsn else {}
+        env = gateway_env(store, secrets.token_hex(16), TRACEGATE_STS_KEYS=sts_keys, **shared)
         argv = [str(Path(sys.executable).with_name("tracegate")), "run", "--config", str(config)]
         web_port = port_or_free(8081)
         if args.web:
             argv += ["--web", "--web-port", str(web_port)]
+        if dsn is not None:
+            argv += ["--instance-id", "demo-a"]
         log = RUN_DIR / "gateway.log"
-        gateway = subprocess.Popen(
-            argv,
-            env=env,
-            stdout=open(log, "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{wait_for_port(log, gateway)}"
+        gateways.append(start_gateway(argv, env, log))
+        url = f"http://127.0.0.1:{wait_for_port(log, gateways[0])}"
         admin = f"http://127.0.0.1:{config_admin_port(config)}"
+        second = None  # (url, admin): the other replica, with --backend postgres
+        if dsn is not None:
+            port_b = port_or_free(8082)
+            overrides.update({"listen.port": port_b, "admin.port": port_or_free(8092)})
+            if "identity.sts" in overrides:
+                overrides["identity.sts"] = {"enabled": True, "public_host": f"127.0.0.1:{port_b}"}
+            config_b = write_config(
+                RUN_DIR / "config-b.yaml",
+                store,
+                issuer,
+                RUN_DIR / "audit.sqlite3",
+                template=template.get(args.store, EXAMPLE),
+                **overrides,
+            )
+            argv_b = [argv[0], "run", "--config", str(config_b), "--instance-id", "demo-b"]
+            log_b = RUN_DIR / "gateway-b.log"
+            gateways.append(start_gateway(argv_b, env, log_b))
+            second = (
+                f"http://127.0.0.1:{wait_for_port(log_b, gateways[1])}",
+                f"http://127.0.0.1:{config_admin_port(config_b)}",
+            )
         tokens = {
             "support": issuer.token(
                 "alice@example.com", ["support-engineers"], ttl=86400, tenant="acme"
@@ -568,6 +623,11 @@ def main() -> int:
         print(f"\ntracegate is listening at {url} (config: {config.relative_to(REPO)})")
         https = url.replace("http://", "https://")
         print(f"and at {https} on the same port (the demo CA: {ca.relative_to(REPO)})")
+        if second is not None:
+            print(
+                f"a second replica listens at {second[0]} (admin {second[1]}): both keep "
+                "approvals, grants, sessions and the audit log in the demo's PostgreSQL"
+            )
         if args.web:
             print(f"mitmweb UI: {mitmweb_url(log, web_port)}")
         print("\nTry these (tokens are valid for 24 hours):\n")
@@ -576,8 +636,12 @@ def main() -> int:
         print(f"export SECURITY_TOKEN={tokens['security']}\n")
         for description, command, _ in cmds:
             print(f"# {description}\n{command}\n")
-        ask, listing, approve = approval_walkthrough(url, admin)
+        # With two replicas, the request waits on the first and is approved on the second.
+        ask, listing, approve = approval_walkthrough(url, second[1] if second else admin)
         if args.store == "s3":
+            if second is not None:
+                print("# two replicas: the request below waits on the first gateway; the")
+                print("# security lead lists and approves it through the second one's admin API")
             print_walkthrough(ask, listing, approve)
         if args.store == "s3":
             aws_files = write_aws_envs(url.replace("http://", "https://"), tokens, ca)
@@ -587,43 +651,52 @@ def main() -> int:
         if marker is not None:
             print("# boto3 (the token goes in X-Tracegate-Token; see the file):")
             print(f".venv/bin/python {(RUN_DIR / 'boto3_example.py').relative_to(REPO)}\n")
-        audit = (RUN_DIR / "audit.sqlite3").relative_to(REPO)
-        query = "select ts, subject, role, decision, reason from flows"
-        print(f"# who read what:\nsqlite3 {audit} '{query}'\n")
+        if dsn is not None:
+            audit = "--dsn env:TRACEGATE_DATABASE_URL"
+            print("# the shared audit log (the DSN stays in the environment, not in argv):")
+            print(f"export TRACEGATE_DATABASE_URL={dsn}")
+            print(f"{TRACEGATE} audit search {audit}\n")
+        else:
+            audit = str((RUN_DIR / "audit.sqlite3").relative_to(REPO))
+            query = "select ts, subject, role, decision, reason from flows"
+            print(f"# who read what:\nsqlite3 {audit} '{query}'\n")
         print(f"gateway log: {log.relative_to(REPO)}\n")
         print("checking the commands above:")
         ok = check(cmds, tokens, marker)
         if args.store == "s3":
-            ok &= check_approval(url, admin, token_env(tokens))
+            ok &= check_approval(url, second[1] if second else admin, token_env(tokens))
             ok &= check_aws_cli(listing)
-        audit_commands = witness.commands(last_served_flow())
+        audit_commands = witness.commands(last_served_flow(dsn), audit)
         print("\n# the audit trail as an auditor checks it (checkpoints signed every 2 s,")
         print(f"# cosigned by the witness at {witness.url}, copied to demo-run/checkpoints/):")
         for description, command, _ in audit_commands:
             print(f"# {description}\n{command}")
         print()
-        ok &= check_audit(audit_commands)
+        ok &= check_audit(audit_commands, {**os.environ, **shared})
         if args.check:
             return 0 if ok else 1
         print("\ndemo running; press Ctrl-C to stop everything.")
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        while gateway.poll() is None:
+        while all(g.poll() is None for g in gateways):
             time.sleep(1)
-        print("demo: the gateway exited; see the log above")
+        print("demo: a gateway exited; see its log in demo-run/")
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
         print("\ndemo: stopping...")
-        if gateway is not None and gateway.poll() is None:
-            gateway.terminate()
-            try:
-                gateway.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
+        for gateway in gateways:
+            if gateway.poll() is None:
+                gateway.terminate()
+                try:
+                    gateway.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    gateway.kill()
         issuer.stop()
         store.stop()
         witness.stop()
+        if database is not None:
+            database.stop()
 
 
 if __name__ == "__main__":

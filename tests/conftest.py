@@ -9,8 +9,8 @@ import pytest
 from botocore.config import Config
 
 from tests.harness import GatewayProcess, gateway_env, write_config
-from tests.postgres import LocalPostgres
 from tracegate.demo.issuer import TokenIssuer
+from tracegate.demo.postgres import LocalPostgres
 from tracegate.demo.store import LocalS3
 from tracegate.demo.traces import sample_objects
 

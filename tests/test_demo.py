@@ -64,3 +64,19 @@ def test_the_other_store_demos_start_and_every_printed_command_works(store, prin
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("[ok ]") == 9 and "[FAIL]" not in result.stdout
     assert printed in result.stdout
+
+
+def test_the_postgres_demo_runs_two_replicas_and_an_approval_on_one_releases_the_other():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "demo.py"), "--backend", "postgres", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[FAIL]" not in result.stdout and result.stdout.count("[ok ]") == 12
+    assert "a second replica listens at http://127.0.0.1:" in result.stdout
+    assert "approves it through the second one's admin API" in result.stdout
+    assert "incident request held, approved, served: HTTP 200" in result.stdout
+    assert "audit verify --dsn env:TRACEGATE_DATABASE_URL --public-key" in result.stdout
+    assert "[ok ] audit: every entry, node and signed checkpoint" in result.stdout

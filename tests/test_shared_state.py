@@ -13,7 +13,6 @@ import psycopg
 import pytest
 
 from tests.harness import BIN, gateway_env, write_config
-from tests.postgres import LocalPostgres
 from tests.samlidp import TestIdP
 from tests.test_approvals import (
     PLANTED_API_KEY,
@@ -29,6 +28,7 @@ from tests.test_approvals import (
 )
 from tests.test_saml import A_TRACE, audited_reason, provider_config, with_saml
 from tracegate.config import ConfigError, StateConfig
+from tracegate.demo.postgres import LocalPostgres
 from tracegate.state.database import SharedDatabase, describe, dsn_of
 from tracegate.state.schema import LATEST, MIGRATIONS
 

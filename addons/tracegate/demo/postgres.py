@@ -1,4 +1,5 @@
-"""A real PostgreSQL server for the tests: Debian's package, in a temp dir, on a loopback port.
+"""A real PostgreSQL server for the tests and `make demo BACKEND=postgres`: Debian's package,
+in a temp dir, on a loopback port.
 
 pytest-postgresql's executor runs `pg_ctl`; `initdb` and `pg_ctl` refuse to run as root (the
 CI runs as root), so as root they run through a `runuser` wrapper as the `postgres` user the
