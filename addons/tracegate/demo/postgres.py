@@ -43,7 +43,9 @@ class LocalPostgres:
     Its directory is its own, under the system temp dir (pytest's are private to root, and
     the server's user must be able to reach its data directory)."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        # durable: fsync on, as a deployment runs it (benchmarks); off keeps the tests fast.
+        self.durable = durable
         self.base = Path(tempfile.mkdtemp(prefix="tracegate-pg-"))
         self.base.chmod(0o711)
         self.port = free_port()
@@ -75,7 +77,8 @@ class LocalPostgres:
             startparams="-w",
             dbname="postgres",
             user="postgres",
-            postgres_options="-c fsync=off -c full_page_writes=off -c listen_addresses=127.0.0.1",
+            postgres_options="-c listen_addresses=127.0.0.1"
+            + ("" if self.durable else " -c fsync=off -c full_page_writes=off"),
         )
         self._executor.start()
         return self
