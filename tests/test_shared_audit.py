@@ -411,3 +411,41 @@ def test_with_the_database_stopped_for_5_s_under_load_nothing_is_served_unrecord
         time.sleep(0.2)
     checked = cli("audit", "verify", "--dsn", dsn, "--public-key", f"{log_key}.vkey")
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_shared_log_is_replayed_exported_and_pruned_with_every_proof_kept(
+    postgres, make_gateway, issuer, store, log_key, tmp_path
+):
+    dsn = postgres.dsn()
+    env = gateway_env(store, TRACEGATE_DATABASE_URL=dsn)
+    gateway = make_gateway(how="run", env=env, **shared_log(dsn, log_key))
+    token = issuer.token("frank@example.com", ["support-engineers"])
+    first = get(gateway, token)
+    assert first.status_code == 200 and get(gateway, token).status_code == 200
+    wait_integrated(dsn, 2)
+    at = ("--dsn", "env:TRACEGATE_DATABASE_URL")
+    dsn_env = {"TRACEGATE_DATABASE_URL": dsn}
+    replayed = cli("audit", "replay", *at, first.headers["x-tracegate-flow"], env=dsn_env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.split("\n", 1)[1].strip() == first.text.strip()  # exactly as served
+    exported = tmp_path / "flows.jsonl"
+    done = cli("audit", "export", *at, "--format", "jsonl", "-o", str(exported), env=dsn_env)
+    assert done.returncode == 0 and len(exported.read_text().splitlines()) == 2
+    pruned = cli(
+        "audit", "prune", *at, "--before", "2999-01-01", "--key", str(log_key), env=dsn_env
+    )
+    assert pruned.returncode == 0 and "removed 2 rows" in pruned.stdout, pruned.stderr
+    later = get(gateway, token)  # the integrator goes on after the prune's entry
+    assert later.status_code == 200
+    wait_integrated(dsn, 4)
+    vkey = f"{log_key}.vkey"
+    checked = cli("audit", "verify", *at, "--public-key", vkey, env=dsn_env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "4 log entries (1 rows" in checked.stdout
+    proof = tmp_path / "later.tlog-proof"
+    made = cli(
+        "audit", "prove", *at, later.headers["x-tracegate-flow"], "-o", str(proof), env=dsn_env
+    )
+    assert made.returncode == 0, made.stderr
+    ok = cli("audit", "check-proof", str(proof), "--entry", f"{proof}.entry", "--public-key", vkey)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
