@@ -54,6 +54,7 @@ class JwksCache:
         self._retry_delay = RETRY_FIRST_SECONDS
         self._retry: asyncio.TimerHandle | None = None
         self._jwks_uri = provider.jwks_uri
+        self.fixed = False  # keys given in memory (the SAML exchange's): nothing to fetch
 
     @property
     def loaded(self) -> bool:
@@ -96,6 +97,8 @@ class JwksCache:
 
     async def refresh(self) -> None:
         """Fetch the key set once; concurrent callers share the same fetch."""
+        if self.fixed:
+            return
         if self._lock.locked():
             async with self._lock:
                 return
@@ -192,6 +195,7 @@ class TokenValidator:
         key = ExchangeIssuer.public_jwk()
         cache._keys = {key["kid"]: key}
         cache._loaded_at = self._clock()
+        cache.fixed = True
         self._providers[provider.issuer] = provider
         self.caches[provider.issuer] = cache
 

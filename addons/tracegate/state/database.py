@@ -67,6 +67,11 @@ class SharedDatabase:
             # One round trip before a connection is handed out: after the server restarts,
             # no request gets a dead connection from the pool.
             check=ConnectionPool.check_connection,
+            # The pool retries a lost connection on a doubling delay (1, 2, 4... s) until this
+            # long; left at its default (5 min) a long outage leaves it sleeping half a minute
+            # after the server is back. Giving up soon resets the delay: the next request
+            # starts a fresh attempt at once.
+            reconnect_timeout=max(3 * timeout, 5.0),
             kwargs={
                 "autocommit": True,
                 "connect_timeout": max(1, round(timeout)),

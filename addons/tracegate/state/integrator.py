@@ -59,6 +59,7 @@ class Integrator:
         self._checkpoint_at = time.monotonic()
         self._conn: psycopg.Connection[Any] | None = None
         self._log_conn: PortableConnection | None = None
+        self._failing = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -97,9 +98,16 @@ class Integrator:
         except Exception as exc:
             self.failures += 1
             self.lag_seconds = None
-            level = logging.CRITICAL if isinstance(exc, LogForked) else logging.ERROR
-            logger.log(level, "tracegate: audit log integration failed: %s", exc)
+            # Said once per outage (every round would fill the log); a fork, every time.
+            if not self._failing or isinstance(exc, LogForked):
+                level = logging.CRITICAL if isinstance(exc, LogForked) else logging.ERROR
+                logger.log(level, "tracegate: audit log integration failed: %s", exc)
+            self._failing = True
             self._disconnect()
+            return
+        if self._failing:
+            logger.info("tracegate: audit log integration works again")
+            self._failing = False
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
