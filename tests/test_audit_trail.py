@@ -610,3 +610,48 @@ def test_verify_reports_and_never_crashes_whatever_was_removed(recorded, tmp_pat
         tamper(copy, statement)
         result = verify(copy, log_verifier(str(public), None))
         assert result.problems, statement
+
+
+def test_each_denial_records_its_code_and_older_rows_keep_their_leaves(recorded, tmp_path):
+    import asyncio
+
+    from tracegate.audit import AuditLog
+    from tracegate.audit.log import COLUMNS, AuditRecord
+    from tracegate.audit.tlog import entry_bytes
+
+    database, _ = recorded
+    codes = {r["status"]: r["code"] for r in audit_rows(database)}
+    assert codes[200] is None and codes[403] == "AccessDenied" and codes[401] == "Unauthenticated"
+    # A file from before the column: its rows' leaves hold no `code`, and still verify once a
+    # gateway has added the column and written a denial with one.
+    old = tmp_path / "old.sqlite3"
+
+    def write(*records: AuditRecord) -> None:
+        log = AuditLog(old)
+        log.open()
+
+        async def record() -> None:
+            for one in records:
+                await log.record(one)
+
+        asyncio.run(record())
+        log.close()
+
+    write(AuditRecord("f-old", "GET", "/x", "deny", "no", 403))  # written as before the column
+    conn = sqlite3.connect(old)
+    conn.execute("ALTER TABLE flows DROP COLUMN code")
+    conn.commit()
+    conn.close()
+    write(AuditRecord("f-new", "GET", "/x", "deny", "no", 403, code="AccessDenied"))
+    assert verify(old).ok
+    # A row without a code commits to exactly what the release before the column wrote.
+    [row] = audit_rows(old, flow_id="f-old")
+    before = [c for c in COLUMNS if c != "code"]
+    with sqlite3.connect(old) as conn:
+        conn.row_factory = sqlite3.Row
+        assert entry_of(conn, "flow", row["id"], None) == entry_bytes("flow", row, before)
+    conn = sqlite3.connect(old)
+    conn.execute("UPDATE flows SET code = 'Allowed' WHERE flow_id = 'f-new'")  # its leaf has it
+    conn.commit()
+    conn.close()
+    assert any("(edited)" in p for p in verify(old).problems)

@@ -185,6 +185,7 @@ class Exchange:
             returned_sha256=self.returned_sha256,
             approval=self.approval,
             identity=self.identity,
+            code=self.denial_code if self.decision == "deny" else None,
         )
 
 

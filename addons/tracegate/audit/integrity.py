@@ -20,7 +20,7 @@ from typing import Any
 
 from tracegate.audit import merkle
 from tracegate.audit.bodies import body_digest
-from tracegate.audit.log import BODIES_TABLE, COLUMNS, FLOWS_TABLE
+from tracegate.audit.log import BODIES_TABLE, COLUMNS, FLOWS_TABLE, LEAF_OPTIONAL
 from tracegate.audit.note import (
     Checkpoint,
     Note,
@@ -107,7 +107,7 @@ def row_entry(kind: str, row: Mapping[str, Any]) -> bytes:
     replica = REPLICA_COLUMNS[kind]
     if replica in row:
         columns = (*columns, replica)
-    return entry_bytes(kind, row, columns)
+    return entry_bytes(kind, row, columns, LEAF_OPTIONAL if kind == "flow" else ())
 
 
 def entry_of(

@@ -64,9 +64,13 @@ COLUMNS: dict[str, type] = {
     "body_sha256": str,  # digest of its `bodies` record (audit.bodies.body_digest), or null
     # How the identity came: "oidc", "saml", or "sts ASIA..." (the access key id, never a secret)
     "identity": str,
+    "code": str,  # a denial's code (e.g. OutOfScope), as the client got it; null when allowed
 }
 # Columns added since the first release: an older file gains them (null in its old rows).
-ADDED_COLUMNS = ("identity",)
+ADDED_COLUMNS = ("identity", "code")
+# Columns added since the Merkle log's release: a leaf covers one only when it is set, so the
+# rows written before it existed keep the leaves they were given.
+LEAF_OPTIONAL = ("code",)
 POLICIES_TABLE = "policies"
 BODIES_TABLE = "bodies"
 BODY_COLUMNS: dict[str, type] = {
@@ -128,6 +132,7 @@ class AuditRecord:
     returned_sha256: str | None = None
     approval: dict[str, Any] | None = None
     identity: str | None = None
+    code: str | None = None
     # What the requester saw (BODY_COLUMNS), kept in `bodies`; None: digests only.
     body: dict[str, Any] | None = None
 
@@ -369,7 +374,10 @@ class AuditLog:
                         if bodies:
                             db.conn.executemany(INSERT_BODY, bodies)
                         MerkleLog(db.conn).append(
-                            [("flow", r["id"], entry_bytes("flow", r, COLUMNS)) for r in rows]
+                            [
+                                ("flow", r["id"], entry_bytes("flow", r, COLUMNS, LEAF_OPTIONAL))
+                                for r in rows
+                            ]
                         )
                 except Exception:
                     self._last_id = last  # nothing of this batch was written

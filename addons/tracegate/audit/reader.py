@@ -30,6 +30,7 @@ EXPORT_FIELDS = [
     "resource",
     "decision",
     "reason",
+    "code",
     "masks",
     "status",
     "bytes_upstream",

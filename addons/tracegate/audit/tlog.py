@@ -78,9 +78,13 @@ class LogForked(RuntimeError):
     """The stored tree no longer extends the last signed checkpoint: nothing is signed."""
 
 
-def entry_bytes(kind: str, row: Mapping[str, Any], columns: Iterable[str]) -> bytes:
-    """The exact bytes a leaf commits to: the row's columns and its kind, canonical JSON."""
-    body = {name: row.get(name) for name in columns}
+def entry_bytes(
+    kind: str, row: Mapping[str, Any], columns: Iterable[str], optional: Iterable[str] = ()
+) -> bytes:
+    """The exact bytes a leaf commits to: the row's columns and its kind, canonical JSON; an
+    `optional` column only when it is set."""
+    skip = {name for name in optional if row.get(name) is None}
+    body = {name: row.get(name) for name in columns if name not in skip}
     body["kind"] = kind
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 

@@ -88,6 +88,13 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX sessions_last_seen ON sessions (last_seen)",
         ),
     ),
+    (
+        6,
+        (
+            # A denial's code, as the client got it (audit.log ADDED_COLUMNS).
+            "ALTER TABLE flows ADD COLUMN code TEXT",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 # pg_advisory_xact_lock key for migrations: "tracegat" in ASCII.
