@@ -58,6 +58,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 
 
 MaskAction = Literal["drop", "redact", "hash", "partial"]
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"  # an environment variable's name
 
 
 class ListenConfig(Strict):
@@ -300,7 +301,7 @@ class StateConfig(Strict):
     backend: Literal["sqlite", "postgres"] = "sqlite"
     # The DSN (it holds a password) comes from this environment variable, or from this file:
     # never from the YAML.
-    dsn_env: str = Field("TRACEGATE_DATABASE_URL", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    dsn_env: str = Field("TRACEGATE_DATABASE_URL", pattern=ENV_NAME)
     dsn_file: str | None = None
     pool_max: int = Field(8, ge=1, le=100)
     # How long a request waits for the database before it is refused (fail closed).
@@ -494,6 +495,24 @@ class ApprovalRule(Strict):
     grant_seconds: float = Field(900, ge=0)  # how long an approval lets the request repeat
 
 
+class SlackUser(Strict):
+    subject: str
+    issuer: str = "slack"
+    groups: list[str] = []
+
+
+class SlackConfig(Strict):
+    """Approve / Deny buttons on the webhook's messages, decided by Slack's signed callback
+    (POST /slack/interactions on the admin listener) for the identity a Slack user maps to."""
+
+    enabled: bool = False
+    # Slack's signing secret (it signs every callback): from this variable, or this file.
+    signing_secret_env: str = Field("TRACEGATE_SLACK_SIGNING_SECRET", pattern=ENV_NAME)
+    signing_secret_file: str | None = None
+    # Slack user id -> who decides: a subject and the groups that give them their roles.
+    users: dict[str, SlackUser] = {}
+
+
 class ApprovalsConfig(Strict):
     """Where approvals are announced and how mitmweb's own Resume/Kill count."""
 
@@ -505,6 +524,25 @@ class ApprovalsConfig(Strict):
     # Resume in mitmweb / the console: "approve" (recorded as an unauthenticated operator
     # approval) or "refuse" (only the authenticated endpoint can approve).
     ui_resume: Literal["approve", "refuse"] = "approve"
+    slack: SlackConfig = SlackConfig()
+
+
+class ConsoleConfig(Strict):
+    """The web console on the admin listener (/console): approvers decide, auditors read the
+    trail. Sign-in is OpenID Connect (authorization code with PKCE) at `provider`."""
+
+    enabled: bool = False
+    provider: str | None = None  # an identity.providers name (default: the first)
+    client_id: str | None = None  # default: that provider's audience
+    # A confidential client's secret, from this variable (PKCE is used either way).
+    client_secret_env: str | None = Field(None, pattern=ENV_NAME)
+    # The console's address as browsers reach it (default: approvals.public_url, else the
+    # admin listener's); the IdP redirects back to <public_url>/console/callback.
+    public_url: str | None = None
+    approver_roles: list[str] = []  # roles (under `roles`) that may decide approvals here
+    auditor_roles: list[str] = []  # roles that may read the audit trail and served bodies
+    idle_seconds: float = Field(900, gt=0, le=86400)  # a session ends after this long unused
+    max_seconds: float = Field(8 * 3600, gt=0, le=7 * 86400)  # and this long after sign-in
 
 
 class PartitionScope(Strict):
@@ -592,11 +630,32 @@ class GatewayConfig(Strict):
     masking: MaskingConfig = MaskingConfig()
     audit: AuditConfig = AuditConfig()
     state: StateConfig = StateConfig()
+    console: ConsoleConfig = ConsoleConfig()
     admin: AdminConfig = AdminConfig()
     logging: LoggingConfig = LoggingConfig()
     approvals: ApprovalsConfig = ApprovalsConfig()
     purposes: dict[str, PurposeConfig] = Field(min_length=1)
     roles: dict[str, RoleConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _console_names_what_exists(self) -> GatewayConfig:
+        console = self.console
+        for key in ("approver_roles", "auditor_roles"):
+            for role in getattr(console, key):
+                if role not in self.roles:
+                    raise ValueError(f"console.{key}: {role!r} is not a role under roles")
+        if not console.enabled:
+            return self
+        if not (console.approver_roles or console.auditor_roles):
+            raise ValueError("console.approver_roles: give it or auditor_roles (who may sign in)")
+        names = [p.name for p in self.identity.providers]
+        if not names:
+            raise ValueError("console.provider: the console signs in with an OIDC provider")
+        if console.provider is not None and console.provider not in names:
+            raise ValueError(
+                f"console.provider: {console.provider!r} is not under identity.providers"
+            )
+        return self
 
     @model_validator(mode="after")
     def _shared_audit_needs_database(self) -> GatewayConfig:

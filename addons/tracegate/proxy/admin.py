@@ -20,7 +20,7 @@ from tracegate.exchange import IncomingRequest
 from tracegate.health import readiness
 from tracegate.identity.saml import ExchangeIssuer
 from tracegate.metrics import CONTENT_TYPE
-from tracegate.proxy import approvalapi
+from tracegate.proxy import approvalapi, console
 from tracegate.proxy.jsonhandler import JsonHandler
 from tracegate.proxy.runtime import Runtime
 
@@ -130,6 +130,7 @@ class AdminListener:
                     {"runtime": self.runtime, "listener": self},
                 ),
                 *approvalapi.routes(self.runtime),
+                *console.routes(self.runtime),
             ]
         )
         sockets = tornado.netutil.bind_sockets(config.admin.port, config.admin.host)

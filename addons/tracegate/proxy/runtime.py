@@ -65,6 +65,7 @@ class Runtime:
     approvals: ApprovalDesk | None = None
     admin_url: str = ""  # where the admin listener is reachable, once bound
     database: SharedDatabase | None = None  # state.backend postgres: what replicas share
+    console: object | None = None  # the web console of the config in force (proxy.console)
     # This replica's name in the shared log and approval events (`--instance-id`).
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 

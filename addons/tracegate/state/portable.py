@@ -62,6 +62,7 @@ class PortableConnection:
         self.conn = conn
         self.owned = owned
         self._transactions: list[Any] = []
+        self._row_factory = conn.row_factory  # given back at `close` (a pooled connection)
         conn.row_factory = _rows  # type: ignore[assignment]
 
     @classmethod
@@ -108,3 +109,5 @@ class PortableConnection:
     def close(self) -> None:
         if self.owned:
             self.conn.close()
+        else:
+            self.conn.row_factory = self._row_factory
