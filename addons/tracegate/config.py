@@ -496,8 +496,11 @@ class ApprovalRule(Strict):
 
 
 class SlackUser(Strict):
+    """The identity a Slack user decides as: the same subject and issuer their tokens carry
+    (so a requester is recognised on Slack too, and never approves their own request)."""
+
     subject: str
-    issuer: str = "slack"
+    issuer: str | None = None  # default: the first identity provider's issuer
     groups: list[str] = []
 
 

@@ -85,6 +85,7 @@ class Gateway:
             else None
         )
         ledger = ledger or SqliteAssertionLedger(config.audit.path)
+        self.ledger = ledger  # IDs used once: SAML assertions, Slack callbacks
         self.saml = SamlValidator(config.identity, ledger=ledger) if config.identity.saml else None
         self._maskers: dict[tuple[str, str], Masker] = {}
         for role_name, role in config.roles.items():

@@ -12,13 +12,13 @@ from typing import Any
 
 import httpx
 
-from tracegate.approvals import display
+from tracegate.approvals import display, slack
 from tracegate.approvals.model import Approval
 
 logger = logging.getLogger(__name__)
 
 
-def message(event: str, approval: Approval, link: str) -> dict[str, Any]:
+def message(event: str, approval: Approval, link: str, buttons: bool = False) -> dict[str, Any]:
     """Slack's incoming-webhook shape (`text` plus blocks); never any trace data. Everything a
     requester or an identity provider chose is escaped for mrkdwn; only our link is a link."""
     who = display.slack(approval.requester_subject)
@@ -34,9 +34,12 @@ def message(event: str, approval: Approval, link: str) -> dict[str, Any]:
         by = display.slack(approval.decided_by or "tracegate")
         how = f" via {approval.decision_how}" if approval.decision_how else ""
         text = f"Approval {approval.id} {event} by {by}{how}: {who}, {what}. <{link}|details>"
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    if buttons and event == "requested":  # decided in Slack (approvals.slack)
+        blocks.append(slack.buttons(approval.id))
     return {
         "text": text,
-        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+        "blocks": blocks,
         "tracegate": {
             "event": event,
             "approval_id": approval.id,
@@ -47,9 +50,10 @@ def message(event: str, approval: Approval, link: str) -> dict[str, Any]:
 
 
 class Webhook:
-    def __init__(self, url: str | None, timeout: float) -> None:
+    def __init__(self, url: str | None, timeout: float, buttons: bool = False) -> None:
         self.url = url
         self.timeout = timeout
+        self.buttons = buttons  # Approve / Deny buttons on new approvals (Slack decisions)
         self.failures = 0
         self.sent = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -57,7 +61,9 @@ class Webhook:
     def post(self, event: str, approval: Approval, link: str) -> None:
         if not self.url:
             return
-        task = asyncio.get_running_loop().create_task(self._send(message(event, approval, link)))
+        task = asyncio.get_running_loop().create_task(
+            self._send(message(event, approval, link, self.buttons))
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -20,7 +20,7 @@ from tracegate.exchange import IncomingRequest
 from tracegate.health import readiness
 from tracegate.identity.saml import ExchangeIssuer
 from tracegate.metrics import CONTENT_TYPE
-from tracegate.proxy import approvalapi, console
+from tracegate.proxy import approvalapi, console, slackapi
 from tracegate.proxy.jsonhandler import JsonHandler
 from tracegate.proxy.runtime import Runtime
 
@@ -131,6 +131,7 @@ class AdminListener:
                 ),
                 *approvalapi.routes(self.runtime),
                 *console.routes(self.runtime),
+                *slackapi.routes(self.runtime),
             ]
         )
         sockets = tornado.netutil.bind_sockets(config.admin.port, config.admin.host)

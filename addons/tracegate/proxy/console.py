@@ -15,7 +15,6 @@ import json
 import logging
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from tracegate.console.signin import SignIn, SignInFailed
 from tracegate.exchange import IncomingRequest
 from tracegate.identity.principal import Principal
 from tracegate.policy import roles_of
+from tracegate.proxy.adminrecord import record_admin_flow
 from tracegate.proxy.runtime import Runtime
 from tracegate.state.auditlog import SharedAuditLog
 from tracegate.state.portable import PortableConnection
@@ -184,22 +184,15 @@ class ConsoleHandler(tornado.web.RequestHandler):
         self, principal: Principal | None, decision: str, reason: str, status: int
     ) -> None:
         """One audit row for a console action (sign-in, a served body viewed, an export)."""
-        gateway, audit = self.runtime.gateway, self.runtime.audit
-        if gateway is None or audit is None:
-            return
-        exchange = gateway.new_exchange(
-            str(uuid.uuid4()),
-            IncomingRequest(
-                self.request.method or "GET",
-                urlsplit(self.request.uri or "").path,
-                client=self.request.remote_ip or "",
-            ),
+        request = IncomingRequest(
+            self.request.method or "GET",
+            urlsplit(self.request.uri or "").path,
+            client=self.request.remote_ip or "",
         )
-        exchange.principal = principal
-        exchange.identity = "console"
-        exchange.decision, exchange.reason, exchange.status = decision, reason, status
-        self.runtime.metrics.record_flow(exchange, None)
-        await audit.record(exchange.to_audit_record())
+        code = {401: "ConsoleSignInFailed", 403: "ConsoleRefused"}.get(status)
+        await record_admin_flow(
+            self.runtime, request, principal, decision, reason, status, code, "console"
+        )
 
 
 def _principal(session: ConsoleSession) -> Principal:

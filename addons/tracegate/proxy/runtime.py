@@ -125,7 +125,9 @@ class Runtime:
                 self.metrics.integrating.set_function(lambda: float(integrator.leader))
         assert self.approvals is not None
         self.approvals.webhook = Webhook(
-            config.approvals.webhook_url, config.approvals.webhook_timeout_seconds
+            config.approvals.webhook_url,
+            config.approvals.webhook_timeout_seconds,
+            buttons=config.approvals.slack.enabled,
         )
         self.approvals.link_base = self.approval_link_base(config)
         if self.decisions is None or self.decisions.target != config.logging.decisions:
