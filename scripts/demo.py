@@ -491,6 +491,37 @@ def check(cmds: list[tuple[str, str, int]], tokens: dict[str, str], marker: str 
     return ok and boto_ok
 
 
+CONSOLE_USERS = (  # (demo issuer user, subject, groups, what the console lets them do)
+    ("security", "sec@example.com", ["security-leads"], "approver and auditor"),
+    ("support", "alice@example.com", ["support-engineers"], "no console role: refused"),
+)
+
+
+def print_console(admin: str) -> None:
+    print("# the console: approvals as they wait, and the audit trail with its charts")
+    print(f"{admin}/console")
+    for _, subject, _, can in CONSOLE_USERS:
+        print(f"#   sign in as {subject} ({can})")
+    print()
+
+
+def check_console(admin: str) -> bool:
+    """The console's sign-in, as a browser goes through it: the demo issuer's form, the code
+    flow back to the console, and its approvals page (a browser test covers the rest)."""
+    import httpx
+
+    ok = False
+    with httpx.Client(timeout=20) as browser:
+        to_idp = browser.get(f"{admin}/console/login")
+        form = browser.get(to_idp.headers.get("location", ""))
+        query = dict(httpx.URL(str(form.url)).params)
+        back = browser.post(str(form.url).split("?")[0], data={**query, "user": "security"})
+        landed = browser.get(back.headers.get("location", ""), follow_redirects=True)
+        ok = landed.status_code == 200 and landed.url.path == "/console/approvals"
+    print(f"  [{'ok ' if ok else 'FAIL'}] the console: sign-in as sec@example.com, approvals page")
+    return ok
+
+
 def start_gateway(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         argv,
@@ -539,6 +570,8 @@ def main() -> int:
             store.start(log=RUN_DIR / "moto.log")
             store.seed(dynamodb_items() if dynamo else sample_objects())  # type: ignore[arg-type]
         issuer.serve(port=port_or_free(8900))
+        for name, subject, groups, can in CONSOLE_USERS:
+            issuer.add_user(name, subject, groups, can)
         witness.start()
         template = {"dynamodb": DYNAMODB_EXAMPLE, "langfuse": LANGFUSE_EXAMPLE}
         listen_port = port_or_free(8080)
@@ -547,6 +580,7 @@ def main() -> int:
             "listen.port": listen_port,
             "admin.port": port_or_free(8090),
             "listen.certificate": str(certificate),
+            "console.enabled": args.store == "s3",  # the example config names its roles
             **witness.overrides(),
         }
         if args.store == "s3":  # S3 tools unchanged: the gateway is also their STS endpoint
@@ -660,9 +694,13 @@ def main() -> int:
             audit = str((RUN_DIR / "audit.sqlite3").relative_to(REPO))
             query = "select ts, subject, role, decision, reason from flows"
             print(f"# who read what:\nsqlite3 {audit} '{query}'\n")
+        if args.store == "s3":
+            print_console(admin)
         print(f"gateway log: {log.relative_to(REPO)}\n")
         print("checking the commands above:")
         ok = check(cmds, tokens, marker)
+        if args.store == "s3":
+            ok &= check_console(admin)
         if args.store == "s3":
             ok &= check_approval(url, second[1] if second else admin, token_env(tokens))
             ok &= check_aws_cli(listing)

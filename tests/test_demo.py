@@ -1,4 +1,5 @@
 import fcntl
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,8 +28,13 @@ def test_demo_starts_and_every_printed_command_works():
         timeout=240,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("[ok ]") == 12
+    assert result.stdout.count("[ok ]") == 13
     assert "incident request held, approved, served: HTTP 200" in result.stdout
+    # The console: its address, who to sign in as, and the sign-in checked.
+    assert re.search(
+        r"http://127\.0\.0\.1:\d+/console\n#   sign in as sec@example\.com", result.stdout
+    )
+    assert "[ok ] the console: sign-in as sec@example.com" in result.stdout
     # S3 tools with no code change: one sourced file of variables, then the AWS CLI.
     assert "source demo-run/aws/support.env && .venv/bin/aws s3 ls" in result.stdout
     assert "the AWS CLI through STS: aws s3 ls" in result.stdout
@@ -74,7 +80,7 @@ def test_the_postgres_demo_runs_two_replicas_and_an_approval_on_one_releases_the
         timeout=240,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "[FAIL]" not in result.stdout and result.stdout.count("[ok ]") == 12
+    assert "[FAIL]" not in result.stdout and result.stdout.count("[ok ]") == 13
     assert "a second replica listens at http://127.0.0.1:" in result.stdout
     assert "approves it through the second one's admin API" in result.stdout
     assert "incident request held, approved, served: HTTP 200" in result.stdout
