@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -170,3 +171,23 @@ def test_every_config_key_is_documented_in_the_example():
     text = "\n".join(path.read_text() for path in RULES)  # the S3 example and the DynamoDB one
     missing = [full for full, name in _keys(GatewayConfig) if f"{name}:" not in text]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("console", "message"),
+    [
+        ({"enabled": True}, "console.approver_roles: give it or auditor_roles"),
+        ({"approver_roles": ["nobody"]}, "console.approver_roles: 'nobody' is not a role"),
+        ({"enabled": True, "auditor_roles": ["security"], "provider": "x"},
+         "console.provider: 'x' is not under identity.providers"),
+    ],
+)  # fmt: skip
+def test_a_console_naming_what_does_not_exist_fails_start_up_naming_the_key(
+    tmp_path, console, message
+):
+    config = yaml.safe_load(EXAMPLE.read_text())
+    config["console"] = console
+    path = tmp_path / "console.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path)
