@@ -4,6 +4,7 @@ Each test saves a screenshot of every page it sees in its temp dir."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -84,6 +85,7 @@ def test_an_approver_signs_in_approves_a_waiting_request_and_the_client_gets_the
     shot(page, "approvals")
     assert "alice@example.com" in card.inner_text()
     assert "incident" in card.inner_text() and "INC-4711" in card.inner_text()
+    assert "held before the answer was read" in card.inner_text()  # no detector ran yet
     assert not waiting.done()
     card.locator("textarea").fill("ok for INC-4711")
     card.locator("button.approve").click()
@@ -194,6 +196,15 @@ def test_an_auditor_sees_the_session_the_served_body_and_the_charts(
     shot(page, "flow")
     assert page.locator("#served").inner_text().strip() == served.text.strip()
     assert "entry " in page.locator("main").inner_text()
+    # Exports honour the filters.
+    exported = page.request.get(
+        gateway.admin_url + "/console/export?format=jsonl&subject=frank%40example.com"
+    )
+    lines = exported.text().splitlines()
+    assert exported.status == 200 and len(lines) == 2
+    assert {json.loads(line)["subject"] for line in lines} == {"frank@example.com"}
+    har = page.request.get(gateway.admin_url + "/console/export?format=har&decision=allow")
+    assert har.status == 200 and json.loads(har.text())["log"]["entries"]
     # An analyst audits but does not approve.
     page.goto(gateway.admin_url + "/console/approvals")
     assert "do not let you approve" in page.inner_text("main")

@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -310,7 +311,7 @@ class ApprovalsApi(ConsoleHandler):
         found = await desk.store.list("pending")
         actor = session.actor
         items = [
-            {"approval": a.summary(), "own": is_requester(a, actor)}
+            {"approval": a.summary(), "own": is_requester(a, actor), "detectors": _fired(a.why)}
             for a in found
             if may_decide(a, actor) or is_requester(a, actor)
         ]
@@ -339,6 +340,12 @@ class DecisionApi(ConsoleHandler):
         if approval.status != "pending":
             desk.webhook.post(approval.status, approval, desk.link(approval.id))
         self.json(200, {"approval": approval.summary()})
+
+
+def _fired(why: str) -> list[str]:
+    """The detectors a held answer tripped (their names, never what they found)."""
+    found = re.search(r"detectors fired: ([^;]+)", why)
+    return [name.strip() for name in found.group(1).split(",")] if found else []
 
 
 def _filters(handler: ConsoleHandler) -> Filters:

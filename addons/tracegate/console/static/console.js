@@ -36,6 +36,8 @@
       ["rule", a.rule_id],
       ["why held", a.why],
       ["reason given", a.reason || "(none)"],
+      ["detectors fired", item.detectors.length ? item.detectors.join(", ")
+        : (a.phase === "request" ? "(held before the answer was read)" : "(none)")],
       ["waiting", waited(a.created_at)],
       ["votes", a.votes.length + " of " + a.required +
         (a.votes.length ? " (" + a.votes.map(v => v.subject).join(", ") + ")" : "")],
