@@ -147,3 +147,29 @@ def postgres() -> Iterator[LocalPostgres]:
         yield server
     finally:
         server.stop()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium (scripts/ensure-chromium.sh), driven by Playwright: never a browser
+    Playwright downloads."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), "run scripts/ensure-chromium.sh (make test does) first"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -6,31 +6,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.test_approvals import PLANTED_API_KEY, RULES, error_of, fetch, in_background, rules
-from tests.test_mitmweb_browser import ARGS, CHROMIUM
 
 CONSOLE = {
     "console.enabled": True,
     "console.approver_roles": ["security"],
     "console.auditor_roles": ["security", "analyst"],
 }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), "run scripts/ensure-chromium.sh (make test does) first"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -449,3 +450,44 @@ def test_the_shared_log_is_replayed_exported_and_pruned_with_every_proof_kept(
     assert made.returncode == 0, made.stderr
     ok = cli("audit", "check-proof", str(proof), "--entry", f"{proof}.entry", "--public-key", vkey)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def console_client(admin_url: str, user: str) -> httpx.Client:
+    """A client signed in to the console as `user` of the demo issuer (the code flow a
+    browser follows: the provider's form, the callback, the session cookie)."""
+    client = httpx.Client(timeout=30)
+    form = client.get(client.get(admin_url + "/console/login").headers["location"])
+    query = dict(httpx.URL(str(form.url)).params)
+    back = client.post(str(form.url).split("?")[0], data={**query, "user": user})
+    landed = client.get(back.headers["location"], follow_redirects=True)
+    assert landed.status_code == 200, landed.text
+    return client
+
+
+def test_the_console_reads_and_verifies_the_shared_log(
+    postgres, make_gateway, issuer, store, log_key
+):
+    dsn = postgres.dsn()
+    env = gateway_env(store, TRACEGATE_DATABASE_URL=dsn)
+    issuer.add_user("sec1", "sec1@example.com", ["security-leads"])
+    console = {"console.enabled": True, "console.auditor_roles": ["security"]}
+    gateway = make_gateway(how="run", env=env, **shared_log(dsn, log_key), **console)
+    token = issuer.token("frank@example.com", ["support-engineers"])
+    served = get(gateway, token)
+    wait_integrated(dsn, 1)
+    client = console_client(gateway.admin_url, "sec1")
+    try:
+        audit = client.get(gateway.admin_url + "/console/audit")
+        assert audit.status_code == 200 and "frank@example.com" in audit.text
+        flow = client.get(f"{gateway.admin_url}/console/flows/{served.headers['x-tracegate-flow']}")
+        assert flow.status_code == 200 and "entry 0 of the Merkle log" in flow.text
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', audit.text).group(1)
+        checked = client.post(
+            gateway.admin_url + "/console/verify",
+            data={"_csrf": csrf},
+            headers={"Origin": gateway.admin_url},
+            follow_redirects=True,
+        )
+        assert checked.status_code == 200 and 'class="ok">ok:' in checked.text, checked.text
+    finally:
+        client.close()

@@ -163,10 +163,20 @@ class ConsoleHandler(tornado.web.RequestHandler):
     def cross_site(self) -> bool:
         site = self.request.headers.get("Sec-Fetch-Site")
         origin = self.request.headers.get("Origin")
-        own = f"{self.request.protocol}://{self.request.host}"
+        # This listener as the request reached it, and as browsers reach it (a TLS proxy).
+        public = urlsplit(self.console.public_url)
+        own = {
+            f"{self.request.protocol}://{self.request.host}",
+            f"{public.scheme}://{public.netloc}",
+        }
         return (site is not None and site not in ("same-origin", "none")) or (
-            origin is not None and origin != own  # "null" too: a sandboxed or opaque page
+            origin is not None and origin not in own  # "null" too: a sandboxed or opaque page
         )
+
+    @property
+    def secure(self) -> bool:
+        """Cookies are Secure on TLS: here, or at the proxy in front (`console.public_url`)."""
+        return self.request.protocol == "https" or self.console.public_url.startswith("https://")
 
     def same_origin_post(self, session: ConsoleSession | None) -> bool:
         """The CSRF checks of every POST: no cross-site request, and the session's token."""
@@ -224,7 +234,7 @@ class Login(ConsoleHandler):
             path="/console/callback",
             httponly=True,
             samesite="Lax",
-            secure=self.request.protocol == "https",
+            secure=self.secure,
             expires_days=None,
         )
         self.redirect(url)
@@ -272,7 +282,7 @@ class Callback(ConsoleHandler):
             path="/console",
             httponly=True,
             samesite="Lax",
-            secure=self.request.protocol == "https",
+            secure=self.secure,
             expires_days=None,
         )
         what = "+".join(n for n, ok in (("approver", can_approve), ("auditor", can_audit)) if ok)

@@ -163,38 +163,41 @@ class Runtime:
         self, config: GatewayConfig, database: SharedDatabase | None
     ) -> tuple[Publisher, AuditLog | SharedAuditLog]:
         """The log this config names (not yet open) and the publisher of its checkpoints."""
-        key_file = config.audit.signing_key_file
-        key = SigningKey.load(key_file) if key_file else None
-        sinks = build_sinks(config.audit.publish)
-        if config.audit.backend == "postgres" and database is not None:
-            dsn = database.dsn
+        audit = config.audit
+        sinks = build_sinks(audit.publish)
+        dsn = database.dsn if audit.backend == "postgres" and database is not None else None
+        if dsn is not None:
             publisher = Publisher(lambda: PortableConnection.connect(dsn), sinks)
-            shared = SharedAuditLog(
+        else:
+            publisher = Publisher(Path(audit.path), sinks)
+        signing = {
+            "signing_key": SigningKey.load(audit.signing_key_file)
+            if audit.signing_key_file
+            else None,
+            "checkpoint_every_rows": audit.checkpoint_every_rows,
+            "checkpoint_every_seconds": audit.checkpoint_every_seconds,
+            "origin": audit.log_origin,
+            "publish": publisher if publisher.sinks else None,
+        }
+        if dsn is not None:
+            assert database is not None
+            log = SharedAuditLog(
                 database,
                 self.instance_id,
-                config.audit.batch_max_rows,
-                signing_key=key,
-                checkpoint_every_rows=config.audit.checkpoint_every_rows,
-                checkpoint_every_seconds=config.audit.checkpoint_every_seconds,
-                origin=config.audit.log_origin,
-                publish=publisher if publisher.sinks else None,
-                integrate_every_seconds=config.audit.integrate_every_seconds,
+                audit.batch_max_rows,
+                integrate_every_seconds=audit.integrate_every_seconds,
+                alert_after_seconds=audit.integration_alert_seconds,
+                **signing,
             )
-            shared.alert_after = config.audit.integration_alert_seconds
-            return publisher, shared
-        publisher = Publisher(Path(config.audit.path), sinks)
-        audit = AuditLog(
-            Path(config.audit.path),
-            config.audit.batch_max_rows,
-            config.audit.batch_max_wait_ms,
-            config.audit.busy_timeout_ms,
-            signing_key=key,
-            checkpoint_every_rows=config.audit.checkpoint_every_rows,
-            checkpoint_every_seconds=config.audit.checkpoint_every_seconds,
-            origin=config.audit.log_origin,
-            publish=publisher if publisher.sinks else None,
+            return publisher, log
+        log_file = AuditLog(
+            Path(audit.path),
+            audit.batch_max_rows,
+            audit.batch_max_wait_ms,
+            audit.busy_timeout_ms,
+            **signing,
         )
-        return publisher, audit
+        return publisher, log_file
 
     def _database_for(self, config: GatewayConfig) -> SharedDatabase | None:
         """The shared database this config names: the open one if it is the same, else a new

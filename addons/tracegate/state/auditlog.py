@@ -59,6 +59,7 @@ class SharedAuditLog:
         origin: str = "tracegate.local/audit",
         publish: Callable[[SignedCheckpoint], None] | None = None,
         integrate_every_seconds: float = 0.5,
+        alert_after_seconds: float = 30.0,
     ) -> None:
         self.database = database
         self.instance = instance
@@ -73,7 +74,7 @@ class SharedAuditLog:
             checkpoint_every_rows=checkpoint_every_rows,
             checkpoint_every_seconds=checkpoint_every_seconds,
         )
-        self.alert_after = 30.0  # seconds a row may wait for the log before readiness fails
+        self.alert_after = alert_after_seconds  # a row waits longer: readiness fails
         self.failures = 0
         self.written = 0
 
