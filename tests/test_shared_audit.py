@@ -491,3 +491,55 @@ def test_the_console_reads_and_verifies_the_shared_log(
         assert checked.status_code == 200 and 'class="ok">ok:' in checked.text, checked.text
     finally:
         client.close()
+
+
+def test_rows_not_yet_integrated_are_counted_not_reported_as_inserted(postgres):
+    from tracegate.audit.integrity import verify
+
+    dsn = postgres.dsn()
+    SharedDatabase(dsn).open().close()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "WITH row AS (INSERT INTO flows (flow_id, decision, status) VALUES ('f-1', 'allow', "
+            "200) RETURNING id) INSERT INTO audit_pending (kind, ref) SELECT 'flow', id FROM row"
+        )
+        conn.execute("INSERT INTO flows (flow_id, decision, status) VALUES ('f-2', 'allow', 200)")
+    log = PortableConnection.connect(dsn)
+    try:
+        result = verify(log)
+    finally:
+        log.close()
+    assert result.pending == 1
+    # f-1 waits for the integrator; f-2 was slipped in, with no queue entry: inserted.
+    assert result.problems == ["flow 2: not in the log (inserted)"]
+
+
+def test_a_row_deleted_before_it_is_integrated_keeps_its_place_and_verify_names_it(postgres):
+    from tracegate.audit.integrity import verify
+    from tracegate.state.integrator import Integrator
+
+    dsn = postgres.dsn()
+    database = SharedDatabase(dsn).open()
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for flow in ("f-1", "f-2"):
+                conn.execute(
+                    "WITH row AS (INSERT INTO flows (flow_id, decision, status) VALUES (%s, "
+                    "'allow', 200) RETURNING id) INSERT INTO audit_pending (kind, ref) "
+                    "SELECT 'flow', id FROM row",
+                    (flow,),
+                )
+            conn.execute("DELETE FROM flows WHERE flow_id = 'f-1'")  # before integration
+        integrator = Integrator(database, None, None)
+        integrator.turn()
+        assert integrator.leader and integrator.integrated == 2 and queued(dsn) == 0
+        integrator.stop()
+        log = PortableConnection.connect(dsn)
+        try:
+            result = verify(log)
+        finally:
+            log.close()
+    finally:
+        database.close()
+    assert result.entries == 2
+    assert result.problems == ["entry 0 (flow 1): its row is missing (deleted)"]

@@ -73,6 +73,7 @@ class Integrator:
         if self._thread is not None:
             self._thread.join(timeout=15)
             self._thread = None
+        self._disconnect()  # (a turn taken by hand, with no thread, holds a connection too)
 
     def _run(self) -> None:
         self.turn()
