@@ -107,6 +107,8 @@ def test_the_deployment_probes_mounts_and_secrets_match_the_config(tmp_path):
         service = found[name]["spec"]
         assert service["selector"] == labels
         assert all(p["targetPort"] in ports for p in service["ports"])
+    # The console's sessions are per replica: its browsers stay on one.
+    assert found["Service/tracegate-admin"]["spec"]["sessionAffinity"] == "ClientIP"
 
 
 def test_the_secret_template_holds_placeholders_only():
