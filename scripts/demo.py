@@ -590,14 +590,18 @@ def main() -> int:
             }
         if dsn is not None:
             overrides.update({"state": {"backend": "postgres"}, "audit.backend": "postgres"})
-        config = write_config(
-            RUN_DIR / "config.yaml",
-            store,
-            issuer,
-            RUN_DIR / "audit.sqlite3",
-            template=template.get(args.store, EXAMPLE),
-            **overrides,
-        )
+
+        def configure(name: str) -> Path:
+            return write_config(
+                RUN_DIR / name,
+                store,
+                issuer,
+                RUN_DIR / "audit.sqlite3",
+                template=template.get(args.store, EXAMPLE),
+                **overrides,
+            )
+
+        config = configure("config.yaml")
         sts_keys = "demo:" + base64.b64encode(secrets.token_bytes(32)).decode()
         shared = {"TRACEGATE_DATABASE_URL": dsn} if dsn else {}
         env = gateway_env(store, secrets.token_hex(16), TRACEGATE_STS_KEYS=sts_keys, **shared)
@@ -617,14 +621,7 @@ def main() -> int:
             overrides.update({"listen.port": port_b, "admin.port": port_or_free(8092)})
             if "identity.sts" in overrides:
                 overrides["identity.sts"] = {"enabled": True, "public_host": f"127.0.0.1:{port_b}"}
-            config_b = write_config(
-                RUN_DIR / "config-b.yaml",
-                store,
-                issuer,
-                RUN_DIR / "audit.sqlite3",
-                template=template.get(args.store, EXAMPLE),
-                **overrides,
-            )
+            config_b = configure("config-b.yaml")
             argv_b = [argv[0], "run", "--config", str(config_b), "--instance-id", "demo-b"]
             log_b = RUN_DIR / "gateway-b.log"
             gateways.append(start_gateway(argv_b, env, log_b))

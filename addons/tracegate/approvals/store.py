@@ -28,7 +28,8 @@ from tracegate.approvals.model import (
     Approval,
     Vote,
 )
-from tracegate.audit.tlog import APPROVAL_EVENT_COLUMNS, MerkleLog, entry_bytes
+from tracegate.audit.log import row_entry
+from tracegate.audit.tlog import APPROVAL_EVENT_COLUMNS, MerkleLog
 
 APPROVALS_TABLE = "approvals"
 EVENTS_TABLE = "approval_events"
@@ -286,7 +287,7 @@ class ApprovalStore:
             f"({', '.join(':' + c for c in EVENT_COLUMNS)})",
             row,
         )
-        entry = entry_bytes("approval_event", row, EVENT_COLUMNS)
+        entry = row_entry("approval_event", row)
         MerkleLog(db).append([("approval_event", row["id"], entry)])
 
     def _save(self, db: sqlite3.Connection, approval: Approval) -> None:

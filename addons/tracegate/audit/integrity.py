@@ -13,14 +13,14 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tracegate.audit import merkle
 from tracegate.audit.bodies import body_digest
-from tracegate.audit.log import BODIES_TABLE, COLUMNS, FLOWS_TABLE, LEAF_OPTIONAL
+from tracegate.audit.log import BODIES_TABLE, ENTRY_COLUMNS, FLOWS_TABLE, row_entry
 from tracegate.audit.note import (
     Checkpoint,
     Note,
@@ -30,21 +30,14 @@ from tracegate.audit.note import (
     open_checkpoint,
 )
 from tracegate.audit.tlog import (
-    APPROVAL_EVENT_COLUMNS,
     MerkleLog,
     SignedCheckpoint,
-    entry_bytes,
     immediate,
     node_key,
 )
 
 PROOF_HEADER = "c2sp.org/tlog-proof@v1"
 MAX_PROBLEMS = 40
-ENTRY_COLUMNS = {"flow": (FLOWS_TABLE, tuple(COLUMNS)), "approval_event": ("approval_events",
-                 APPROVAL_EVENT_COLUMNS)}  # fmt: skip
-# The replica that wrote the row, a column only the shared database's tables have: its leaf
-# covers it, so no row can be passed off as another replica's.
-REPLICA_COLUMNS = {"flow": "instance", "approval_event": "replica"}
 # The shared database's queue of rows the integrator has yet to put in the log.
 PENDING_TABLE = "audit_pending"
 
@@ -99,15 +92,6 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     if not isinstance(conn, sqlite3.Connection):  # the shared database (state.portable)
         return conn.table_names()
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-
-def row_entry(kind: str, row: Mapping[str, Any]) -> bytes:
-    """The bytes a leaf of `kind` commits to, made from its stored row."""
-    columns = ENTRY_COLUMNS[kind][1]
-    replica = REPLICA_COLUMNS[kind]
-    if replica in row:
-        columns = (*columns, replica)
-    return entry_bytes(kind, row, columns, LEAF_OPTIONAL if kind == "flow" else ())
 
 
 def entry_of(

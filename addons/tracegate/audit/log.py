@@ -15,7 +15,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import sqlite_utils
 from tracegate.audit.bodies import body_digest, seal
 from tracegate.audit.keys import SigningKey
 from tracegate.audit.tlog import (
+    APPROVAL_EVENT_COLUMNS,
     LogForked,
     MerkleLog,
     SignedCheckpoint,
@@ -86,6 +87,27 @@ BODY_COLUMNS: dict[str, type] = {
 INSERT_BODY = "INSERT INTO {} ({}) VALUES ({})".format(
     BODIES_TABLE, ", ".join(BODY_COLUMNS), ", ".join(f":{c}" for c in BODY_COLUMNS)
 )
+
+
+# What each kind of entry is made of: its table, and the columns its leaf commits to.
+ENTRY_COLUMNS = {
+    "flow": (FLOWS_TABLE, tuple(COLUMNS)),
+    "approval_event": ("approval_events", APPROVAL_EVENT_COLUMNS),
+}
+# The replica that wrote the row, a column only the shared database's tables have: its leaf
+# covers it, so no row can be passed off as another replica's.
+REPLICA_COLUMNS = {"flow": "instance", "approval_event": "replica"}
+
+
+def row_entry(kind: str, row: Mapping[str, Any]) -> bytes:
+    """The bytes a leaf of `kind` commits to, made from its row: one definition for every
+    writer (this file's, the approval store's, the shared log's integrator, the migration)
+    and for `audit verify`."""
+    columns = ENTRY_COLUMNS[kind][1]
+    replica = REPLICA_COLUMNS[kind]
+    if replica in row:
+        columns = (*columns, replica)
+    return entry_bytes(kind, row, columns, LEAF_OPTIONAL if kind == "flow" else ())
 
 
 INSERT_ROW = "INSERT INTO {} ({}) VALUES ({})".format(
@@ -343,28 +365,17 @@ class AuditLog:
                 continue
             if first is STOP:
                 break
-            batch = take_batch(self._queue, first, self._batch_rows, self._batch_wait)
+            taken = take_batch(self._queue, first, self._batch_rows, self._batch_wait)
+            batch, rows, bodies = rows_of(taken)
+            self.failures += len(taken) - len(batch)
+            if not batch:
+                continue
             error: BaseException | None = None
             try:
                 if db is None:
                     db = self._connect()
                 # One transaction per batch; a prepared statement, since sqlite-utils'
                 # insert_all re-inspects the schema on every call.
-                rows, bodies = [], []
-                for item in list(batch):
-                    try:
-                        row, body = row_of(item[0])
-                    except Exception as exc:  # this flow alone is denied; the rest go on
-                        batch.remove(item)
-                        self.failures += 1
-                        logger.error("tracegate: audit row could not be made: %s", exc)
-                        item[1].call_soon_threadsafe(_settle, item[2], exc)
-                        continue
-                    rows.append(row)
-                    if body is not None:
-                        bodies.append(body)
-                if not rows:
-                    continue
                 last = self._last_id
                 self._number(rows)
                 try:
@@ -374,10 +385,7 @@ class AuditLog:
                         if bodies:
                             db.conn.executemany(INSERT_BODY, bodies)
                         MerkleLog(db.conn).append(
-                            [
-                                ("flow", r["id"], entry_bytes("flow", r, COLUMNS, LEAF_OPTIONAL))
-                                for r in rows
-                            ]
+                            [("flow", r["id"], row_entry("flow", r)) for r in rows]
                         )
                 except Exception:
                     self._last_id = last  # nothing of this batch was written
@@ -431,6 +439,24 @@ def settle_batch(batch: list[Any], error: BaseException | None) -> None:
         waiting.setdefault(loop, []).append(future)
     for loop, futures in waiting.items():
         loop.call_soon_threadsafe(_settle_all, futures, error)
+
+
+def rows_of(batch: list[Any]) -> tuple[list[Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The queued flows whose rows could be made, with those rows and their bodies; a flow
+    whose row cannot be made is denied at once, alone, and the rest go on."""
+    made, rows, bodies = [], [], []
+    for item in batch:
+        try:
+            row, body = row_of(item[0])
+        except Exception as exc:
+            logger.error("tracegate: audit row could not be made: %s", exc)
+            settle_batch([item], exc)
+            continue
+        made.append(item)
+        rows.append(row)
+        if body is not None:
+            bodies.append(body)
+    return made, rows, bodies
 
 
 def row_of(record: AuditRecord) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -13,8 +13,8 @@ import json
 import sqlite3
 from pathlib import Path
 
-from tracegate.audit.log import COLUMNS, FLOWS_TABLE, LEAF_OPTIONAL, in_chain_format
-from tracegate.audit.tlog import APPROVAL_EVENT_COLUMNS, MerkleLog, entry_bytes, immediate
+from tracegate.audit.log import COLUMNS, FLOWS_TABLE, in_chain_format, row_entry
+from tracegate.audit.tlog import MerkleLog, immediate
 
 GENESIS = "0" * 64
 EVENTS_TABLE = "approval_events"
@@ -69,11 +69,9 @@ def migrate(path: str | Path) -> tuple[int, int]:
                 for row in flows:
                     row[name] = None
             MerkleLog.create(conn)
-            entries = [
-                ("flow", r["id"], entry_bytes("flow", r, COLUMNS, LEAF_OPTIONAL)) for r in flows
-            ]
+            entries = [("flow", r["id"], row_entry("flow", r)) for r in flows]
             for event in events:
-                kept = entry_bytes("approval_event", event, APPROVAL_EVENT_COLUMNS)
+                kept = row_entry("approval_event", event)
                 entries.append(("approval_event", event["id"], kept))
             MerkleLog(conn).append(entries)
         return len(flows), len(events)

@@ -242,19 +242,19 @@ def _origin_of(database) -> str | None:
 
     from tracegate.audit.tlog import MerkleLog
 
-    if not isinstance(database, Path):  # the shared log
-        latest = MerkleLog(database).latest()
-        return latest.note.split("\n", 1)[0] if latest else None
-    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    conn = (
+        sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        if isinstance(database, Path)
+        else database
+    )
     try:
-        found = conn.execute(
-            "SELECT note FROM log_checkpoints ORDER BY size DESC LIMIT 1"
-        ).fetchone()
-    except sqlite3.Error:
+        latest = MerkleLog(conn).latest()
+    except sqlite3.Error:  # a file with no log yet
         return None
     finally:
-        conn.close()
-    return found[0].split("\n", 1)[0] if found else None
+        if conn is not database:
+            conn.close()
+    return latest.note.split("\n", 1)[0] if latest else None
 
 
 def _witnessed(source: str, database) -> str:

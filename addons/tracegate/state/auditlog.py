@@ -24,7 +24,7 @@ from tracegate.audit.log import (
     STOP,
     AuditRecord,
     AuditWriteError,
-    row_of,
+    rows_of,
     settle_batch,
     take_batch,
 )
@@ -83,10 +83,6 @@ class SharedAuditLog:
         return f"postgres:{self.database.where}"
 
     @property
-    def checkpoint_failures(self) -> int:
-        return self.integrator.failures
-
-    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
@@ -140,22 +136,12 @@ class SharedAuditLog:
             if first is STOP:
                 return
             batch = take_batch(self._queue, first, self._batch_rows, 0.0)
-            rows, bodies, made = [], [], []
-            for item in batch:
-                try:
-                    row, body = row_of(item[0])
-                except Exception as exc:  # this flow alone is denied; the rest go on
-                    self.failures += 1
-                    logger.error("tracegate: audit row could not be made: %s", exc)
-                    settle_batch([item], exc)
-                    continue
-                row["instance"] = self.instance
-                rows.append(row)
-                if body is not None:
-                    bodies.append(body)
-                made.append(item)
+            made, rows, bodies = rows_of(batch)
+            self.failures += len(batch) - len(made)
             if not made:
                 continue
+            for row in rows:
+                row["instance"] = self.instance
             error: BaseException | None = None
             try:
                 with (

@@ -22,7 +22,8 @@ from typing import Any
 
 import psycopg
 
-from tracegate.audit.integrity import PENDING_TABLE, row_entry
+from tracegate.audit.integrity import PENDING_TABLE
+from tracegate.audit.log import row_entry
 from tracegate.audit.note import NoteSigner
 from tracegate.audit.tlog import LogForked, MerkleLog, SignedCheckpoint
 from tracegate.state.database import SharedDatabase
