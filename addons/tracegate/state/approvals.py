@@ -240,10 +240,7 @@ class SharedApprovalStore(ApprovalStore):
         failing = False
         while not self._stop.is_set():
             try:
-                timeout = max(1, round(self.database.timeout))
-                with psycopg.connect(
-                    self.database.dsn, autocommit=True, connect_timeout=timeout
-                ) as conn:
+                with self.database.dedicated() as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while not self._stop.is_set():
                         # What changed (or, after a reconnect, all that is pending), read

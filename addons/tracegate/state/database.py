@@ -112,6 +112,22 @@ class SharedDatabase:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DatabaseUnavailable(f"PostgreSQL at {self.where}: {first}") from None
 
+    def dedicated(self, statement_timeout: float | None = None) -> psycopg.Connection:
+        """A connection of its own, outside the pool, for what holds one for long (LISTEN, the
+        integrator's session lock). TCP keepalives make a silent network drop it within ~11 s,
+        so a lock held by a replica cut off from the database goes to another one."""
+        seconds = self.timeout if statement_timeout is None else statement_timeout
+        return psycopg.connect(
+            self.dsn,
+            autocommit=True,
+            connect_timeout=max(1, round(self.timeout)),
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
+            options=f"-c synchronous_commit=on -c statement_timeout={int(seconds * 1000)}",
+        )
+
     def pool_stats(self) -> dict[str, int]:
         """size, idle and waiting, for the metrics."""
         stats = self._pool.get_stats()

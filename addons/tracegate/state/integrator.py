@@ -113,19 +113,8 @@ class Integrator:
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            timeout = self.database.timeout
-            self._conn = psycopg.connect(
-                self.database.dsn,
-                autocommit=True,
-                connect_timeout=max(1, round(timeout)),
-                # A replica cut off from the database must lose its lock soon, so the others
-                # can take over: the server drops a silent connection after ~11 s.
-                keepalives=1,
-                keepalives_idle=5,
-                keepalives_interval=2,
-                keepalives_count=3,
-                options=f"-c synchronous_commit=on -c statement_timeout={int(timeout * 5000)}",
-            )
+            # Its session lock says who integrates: a connection of its own, never pooled.
+            self._conn = self.database.dedicated(statement_timeout=5 * self.database.timeout)
             # The log's code (audit.tlog) reads it through the sqlite3-shaped surface.
             self._log_conn = PortableConnection(self._conn, owned=False)
         return self._conn
