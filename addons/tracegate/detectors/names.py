@@ -50,6 +50,25 @@ CONTEXT = re.compile(
     r"mr|mrs|ms|dr|prof|herr|frau|mme|pan|pani|sr|sra)\b[.:,]?\s*$",
     re.IGNORECASE,
 )
+# The words CONTEXT can end with, for a cheap test of its necessary condition first.
+CONTEXT_WORDS = (
+    "dear", "hi", "hello", "hey", "greetings", "thanks", "thank you", "regards", "sincerely",
+    "cheers", "signed", "attn", "attention", "name is", "i am", "i'm", "customer", "client",
+    "patient", "contact", "agent", "assignee", "assigned to", "reporter", "requester",
+    "employee", "guest", "caller", "recipient", "sender", "mr", "mrs", "ms", "dr", "prof",
+    "herr", "frau", "mme", "pan", "pani", "sr", "sra",
+)  # fmt: skip
+
+
+def _introduced_by(before: str) -> bool:
+    """CONTEXT.search(before), after the test every match passes: its word ends the text
+    once trailing spaces and one `.`, `:` or `,` are gone (most runs fail it)."""
+    tail = before.rstrip()
+    if tail[-1:] in (".", ":", ","):
+        tail = tail[:-1]
+    return tail.casefold().endswith(CONTEXT_WORDS) and CONTEXT.search(before) is not None
+
+
 PERSON_KEY = re.compile(
     r"(?i)(?:^|[_\-.])(?:name|fullname|full_name|first_name|firstname|last_name|lastname|"
     r"given_name|family_name|surname|display_name|displayname|customer|author|assignee|contact|"
@@ -124,7 +143,8 @@ def _runs(text: str) -> Iterator[list[regex.Match[str]]]:
     stand between them)."""
     run: list[regex.Match[str]] = []
     for match in CAPITALISED.finditer(text):
-        if not _is_capitalised(match.group()):
+        token = match.group()
+        if not (token[1:2].islower() or _is_capitalised(token)):  # "Ab...": capitalised
             if run:
                 yield run
             run = []
@@ -148,6 +168,12 @@ class NameFinder:
     def __call__(self, text: str) -> Iterator[Span]:
         given, _, stop = _lists()
         for run in _runs(text):
+            if len(run) == 1:
+                # Most runs: a capitalised word alone, a name only after a context word (a
+                # lone title or greeting is trimmed to nothing).
+                start = run[0].start()
+                if not _introduced_by(text[max(0, start - 24) : start]):
+                    continue
             tokens = run
             # Titles, greetings and stop-words at either end are not part of the name; a
             # greeting or a title before it says that what follows is one.
@@ -179,7 +205,7 @@ class NameFinder:
             if text[end - 1 : end] == "." and len(words[-1]) > 1:
                 end -= 1
             before = text[max(0, run[0].start() - 24) : tokens[0].start()]
-            if introduced or CONTEXT.search(before):
+            if introduced or _introduced_by(before):
                 yield start, end
                 continue
             if len(core) < 2:

@@ -137,7 +137,9 @@ PERSONAL: list[Detector] = [
     Detector(
         "card",
         "pii",
-        anchor=r"\d(?:[ -]?\d){12}",
+        # 13 digits from the start of a digit group whose first digit a card number can
+        # have (timestamps in milliseconds start with 1).
+        anchor=r"(?:^|\D)[2-6](?:[ -]?\d){12}",
         finder=_cards,
     ),
     Detector(
@@ -150,7 +152,13 @@ PERSONAL: list[Detector] = [
     Detector(
         "ssn",
         "pii",
-        anchor=r"\d{3}[- .]\d{2}[- .]\d{4}|\d{9}",
+        # Grouped, or bare after a word that says SSN (the bare form needs it): SSN_CONTEXT's
+        # words with no digit between them and the number.
+        anchor=(
+            r"\d{3}[- .]\d{2}[- .]\d{4}|"
+            r"(?:ssn|social\W+security|tax\W*(?:payer\W*)?id|tin|itin)\D{0,40}\d{9}"
+        ),
+        caseless=True,
         finder=_ssns,
         whole=_ssn,
         key_policy=_ssn_key,
