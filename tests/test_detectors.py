@@ -349,3 +349,71 @@ def test_scanners_with_the_same_anchors_compile_them_once_and_find_the_same(monk
              for s in (first, second)]  # fmt: skip
     assert found[0] == found[1] and found[0]
     assert first._db is not second._db  # each its own database and scratch space
+
+
+def _realistic_texts() -> list[str]:
+    from tests.corpus import realistic_export
+
+    texts = [t for _, doc in build_corpus(per_kind=20).documents for t in _strings(doc)]
+    for seed in range(12):
+        texts += list(_strings(realistic_export(9_000, seed=500 + seed)))
+    return texts
+
+
+@pytest.mark.parametrize("engine", ["hyperscan", "re"])
+def test_every_finding_lies_in_a_text_its_anchor_selects(engine):
+    """The anchors are only a prefilter: sharpening one (cards, SSNs, phones) must never
+    hide a value its finder would report. Every finder runs here on every text, unfiltered."""
+    from tracegate.detectors.views import normalised
+
+    texts = list(dict.fromkeys(_realistic_texts()))
+    read = [view.text if (view := normalised(t)) else t for t in texts]
+    pii = [d for d in ALL if d.group == "pii"]
+    scanner = Scanner(pii, use_hyperscan=engine == "hyperscan")
+    selected = scanner._candidates(read)
+    missed = [
+        (d.name, text)
+        for index, text in enumerate(read)
+        for number, d in enumerate(pii)
+        if (index, number) not in selected and next(iter(d.find(text)), None) is not None
+    ]
+    assert missed == []
+
+
+def test_phone_regions_are_skipped_only_for_numbers_phonenumbers_rejects_there():
+    import random
+
+    import faker
+
+    from tracegate.detectors import phones
+
+    finder = phones.PhoneFinder()
+    numbers = set()
+    locales = "en_US en_GB fr_FR de_DE it_IT es_ES nl_NL de_AT pl_PL sv_SE ja_JP en_AU en_IN"
+    for locale in [*locales.split(), "pt_BR", "es_MX", "en_IE"]:
+        fake = faker.Faker(locale)
+        fake.seed_instance(11)
+        numbers |= {"".join(c for c in fake.phone_number() if c.isdigit()) for _ in range(40)}
+    rng = random.Random(5)
+    for _ in range(600):
+        prefix = rng.choice(["", "0", "00", "011", "0011", "010", "1", "39", "44", "55"])
+        numbers.add(prefix + "".join(rng.choice("0123456789") for _ in range(rng.randrange(6, 13))))
+    for digits in (n for n in numbers if 7 <= len(n) <= 15):
+        every_region = (*finder.regions, "IT")
+        for region in every_region:
+            if phones._is_valid(digits, region):
+                assert finder._shapes[region](digits), (digits, region)
+
+
+def test_a_lone_capitalised_word_is_a_name_only_after_a_context_word():
+    import random
+
+    from tracegate.detectors import names
+
+    rng = random.Random(3)
+    words = [*names.CONTEXT_WORDS, "Japan", "pan.", "Dear:", "DEAR", "\u017fsn", "ok", "x,", "."]
+    for _ in range(3000):
+        before = "".join(rng.choice(words) + rng.choice([" ", "  ", ", ", ": ", "\n", ""])
+                         for _ in range(rng.randrange(0, 4)))  # fmt: skip
+        before = before[-24:]
+        assert names._introduced_by(before) == bool(names.CONTEXT.search(before)), before

@@ -151,12 +151,22 @@ def _runs(text: str) -> Iterator[list[regex.Match[str]]]:
             continue
         if run:
             gap = text[run[-1].end() : match.start()]
-            if len(run) >= MAX_RUN or not (gap == " " or (len(gap) < 24 and GAP.match(gap))):
+            if (
+                len(run) >= MAX_RUN
+                or not (gap == " " or (len(gap) < 24 and GAP.match(gap)))
+                or _ends_sentence(run[-1].group())
+            ):
                 yield run
                 run = []
         run.append(match)
     if run:
         yield run
+
+
+def _ends_sentence(token: str) -> bool:
+    """A word of two or more letters with a full stop ("Acme." in "for Acme. Be brief"), not
+    an initial ("J.") or a title ("Dr.")."""
+    return token.endswith(".") and len(token) > 2 and token[:-1].lower() not in TITLES
 
 
 def _parts_given(folded: str, given: frozenset[str]) -> bool:
@@ -247,9 +257,11 @@ def name_detector() -> Detector:
     return Detector(
         "person_name",
         "pii",
-        # Two capitalised tokens in a row, or a word that introduces a name.
+        # Two capitalised tokens in a row (an initial or particles between them: "J. Smith",
+        # "Tom van der Stael"), or a word that introduces a name.
         anchor=(
-            rf"{capital}[^\s\d.,;:!?()\[\]{{}}\"]*[ ]{capital}|"
+            rf"{capital}[^\s\d.,;:!?()\[\]{{}}\"]*\.?[ ](?:(?:{'|'.join(sorted(PARTICLES))})[ ])*"
+            rf"{capital}|"
             r"(?:[Dd]ear|[Hh]i|[Hh]ello|[Rr]egards|[Nn]ame is|[Tt]hanks|Mr|Mrs|Ms|Dr|Prof)\W"
         ),
         finder=finder,

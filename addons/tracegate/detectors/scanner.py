@@ -23,7 +23,9 @@ try:  # hyperscan ships manylinux wheels; the fallback keeps other platforms wor
 except ImportError:  # pragma: no cover - exercised by forcing the fallback in tests
     hyperscan = None
 
-SEPARATOR = "\x00"
+# Two characters: an anchor may consume one character on each side of a value (the phone
+# anchor spells its lookarounds so), and `re.finditer` never reuses what a match consumed.
+SEPARATOR = "\x00\x00"
 CHUNK = 1 << 18
 MEMO_ENTRIES = 1 << 17
 
@@ -225,7 +227,7 @@ class Scanner:
         return found
 
     def _batch_candidates(self, texts: Sequence[str], batch: list[int]) -> set[tuple[int, int]]:
-        clean = [i for i in batch if SEPARATOR not in texts[i]]
+        clean = [i for i in batch if "\x00" not in texts[i]]
         found: set[tuple[int, int]] = set()
         if len(clean) != len(batch):  # a NUL inside a string would blur the boundaries
             for i in set(batch) - set(clean):
@@ -243,5 +245,6 @@ class Scanner:
 
 
 def _starts(lengths) -> list[int]:
-    """Offsets where each joined text begins (texts are separated by one character)."""
-    return [0, *itertools.accumulate(n + 1 for n in lengths)][:-1]
+    """Offsets where each joined text begins (texts are separated by SEPARATOR)."""
+    gap = len(SEPARATOR)
+    return [0, *itertools.accumulate(n + gap for n in lengths)][:-1]
