@@ -270,6 +270,9 @@ class AuditConfig(Strict):
     integration_alert_seconds: float = Field(30.0, gt=0)
     batch_max_rows: int = Field(256, ge=1)
     batch_max_wait_ms: int = Field(0, ge=0)
+    # Group commit (sqlite): a batch waits up to this long while other flows in flight have
+    # yet to queue their rows, so one commit and fsync covers several; a lone flow never waits.
+    commit_delay_ms: float = Field(1.0, ge=0, le=100)
     # How long a write waits for a lock held by another process before the flow is denied.
     busy_timeout_ms: int = Field(5000, ge=0)
 

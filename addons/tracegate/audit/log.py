@@ -185,8 +185,14 @@ class AuditLog:
         checkpoint_every_seconds: float = 60.0,
         origin: str = "tracegate.local/audit",
         publish: Callable[[SignedCheckpoint], None] | None = None,
+        commit_delay_ms: float = 0.0,
+        in_flight: Callable[[], int] | None = None,
     ) -> None:
         self.path = Path(path)
+        # Group commit: `in_flight()` counts the flows that will each record a row; while
+        # some of them have not queued theirs, a batch waits up to the delay for them.
+        self._commit_delay = commit_delay_ms / 1000
+        self._in_flight = in_flight
         self._signer = signing_key.signer(origin) if signing_key else None
         self._publish = publish
         self._checkpoint_rows = checkpoint_every_rows
@@ -203,6 +209,7 @@ class AuditLog:
         self._thread: threading.Thread | None = None
         self.failures = 0
         self.written = 0
+        self.commits = 0
         self.checkpoint_failures = 0
 
     def open(self) -> None:
@@ -365,7 +372,14 @@ class AuditLog:
                 continue
             if first is STOP:
                 break
-            taken = take_batch(self._queue, first, self._batch_rows, self._batch_wait)
+            taken = take_batch(
+                self._queue,
+                first,
+                self._batch_rows,
+                self._batch_wait,
+                self._commit_delay,
+                self._in_flight,
+            )
             batch, rows, bodies = rows_of(taken)
             self.failures += len(taken) - len(batch)
             if not batch:
@@ -391,6 +405,7 @@ class AuditLog:
                     self._last_id = last  # nothing of this batch was written
                     raise
                 self.written += len(batch)
+                self.commits += 1
                 try:
                     self._maybe_checkpoint(db, len(batch))
                 except Exception as exc:  # the rows are durable; the next checkpoint covers them
@@ -413,15 +428,27 @@ class AuditLog:
 
 
 def take_batch(
-    waiting: queue.SimpleQueue[Any], first: Any, max_rows: int, max_wait: float
+    waiting: queue.SimpleQueue[Any],
+    first: Any,
+    max_rows: int,
+    max_wait: float,
+    delay: float = 0.0,
+    in_flight: Callable[[], int] | None = None,
 ) -> list[Any]:
     """`first` and what else is queued (up to `max_rows`, waiting at most `max_wait` s); a
-    shutdown request stays queued for the writer's next turn."""
+    shutdown request stays queued for the writer's next turn.
+
+    Then, as PostgreSQL's `commit_delay` does, up to `delay` s more while more flows are in
+    flight than the batch holds: under load one commit (one fsync) covers several flows, and a
+    flow alone never waits."""
     batch = [first]
-    deadline = time.monotonic() + max_wait
+    started = time.monotonic()
+    deadline = started + max_wait
     while len(batch) < max_rows:
         try:
             left = deadline - time.monotonic()
+            if left <= 0 and delay and in_flight is not None and in_flight() > len(batch):
+                left = started + delay - time.monotonic()
             item = waiting.get(timeout=left) if left > 0 else waiting.get_nowait()
         except queue.Empty:
             break

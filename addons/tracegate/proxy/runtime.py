@@ -196,6 +196,8 @@ class Runtime:
             audit.batch_max_wait_ms,
             audit.busy_timeout_ms,
             **signing,
+            commit_delay_ms=audit.commit_delay_ms,
+            in_flight=lambda: len(self.flows),
         )
         return publisher, log_file
 
