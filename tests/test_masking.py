@@ -239,3 +239,51 @@ def test_the_memo_is_bounded_and_skips_large_bodies():
         memo.put(key, b"masked", MaskReport())
     assert memo.get(keys[0], MaskReport()) is None  # full at two: it started over
     assert memo.get(keys[2], MaskReport()) == b"masked"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"n": 123456789012345678901234567890, "t": "x"}',  # past 64 bits: orjson makes a float
+        b'{"n": -18446744073709551617}',
+        b'{"v": NaN, "w": Infinity, "x": 1e999}',
+        b'\xef\xbb\xbf{"a": "b"}',  # a byte order mark
+        b'{"f": [1e16, 1e-07, 0.1, -0.0, 2.5e+300], "u": "\\u00e9\\u2028\\n"}',
+        b'{"a": 1, "a": 2}',
+    ],
+)
+def test_bodies_read_as_the_standard_library_reads_them(body):
+    """orjson reads and writes JSON faster; where it would read another document than the
+    standard library (or refuse one it accepts), the standard library reads it."""
+    from tracegate.masking import codec
+
+    document, _ = codec.loads(body)
+    expected = json.loads(body)
+    assert json.dumps(document, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    masked = masker().mask_body(body, "json", MaskReport())
+    assert json.dumps(json.loads(masked), sort_keys=True) == json.dumps(expected, sort_keys=True)
+
+
+def test_a_lone_surrogate_is_read_as_the_standard_library_does_then_refused_clearly():
+    from tracegate.masking import codec
+
+    body = b'{"s": "\\ud800 lone"}'
+    assert codec.loads(body) == ({"s": "\ud800 lone"}, False)
+    with pytest.raises(BodyError, match="lone surrogate"):
+        masker().mask_body(body, "json", MaskReport())
+
+
+def test_a_long_number_keeps_every_digit_and_is_still_scanned():
+    card = 4111111111111111  # under 64 bits, read by orjson
+    body = json.dumps({"card": card, "id": 12345678901234567890123, "ok": 1.5}).encode()
+    masked = json.loads(masker().mask_body(body, "json", MaskReport()))
+    assert masked["id"] == 12345678901234567890123 and masked["ok"] == 1.5
+    assert str(card) not in json.dumps(masked)
+
+
+def test_twenty_digits_anywhere_send_the_body_to_the_standard_library(monkeypatch):
+    from tracegate.masking import codec
+
+    monkeypatch.setattr(codec, "CHUNK", 8)  # the run straddles chunks
+    assert codec.loads(b'{"a": "x", "n": 98765432109876543210}')[1] is False
+    assert codec.loads(b'{"a": "x", "n": 9876543210987654321}')[1] is True

@@ -18,6 +18,7 @@ from typing import Any
 
 from tracegate.config import MaskRule, ScopeConfig
 from tracegate.detectors import for_scope
+from tracegate.masking import codec
 from tracegate.masking.memo import MaskedBodies
 from tracegate.masking.paths import CompiledPath, Path, compile_path
 from tracegate.masking.report import MaskReport
@@ -150,7 +151,7 @@ class Masker:
 
     def mask_json(self, body: bytes, report: MaskReport, indent: int | None = None) -> bytes:
         try:
-            document = json.loads(body)
+            document, fast = codec.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BodyError(f"body is not valid JSON: {exc}") from None
         except RecursionError:
@@ -158,12 +159,7 @@ class Masker:
         masked = self._guarded(document, report)
         del document
         report.documents += 1
-        if indent is None:
-            text = json.dumps(masked, ensure_ascii=False, separators=(",", ":"))
-        else:
-            text = json.dumps(masked, ensure_ascii=False, indent=indent) + "\n"
-        del masked  # the document is freed before its encoded copy is made
-        return text.encode()
+        return _encoded(masked, fast, indent) + (b"\n" if indent is not None else b"")
 
     def mask_jsonl(self, body: bytes, report: MaskReport) -> bytes:
         out: list[bytes] = []
@@ -171,14 +167,14 @@ class Masker:
             if not line.strip():
                 continue
             try:
-                document = json.loads(line)
+                document, fast = codec.loads(line)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise BodyError(f"line {number} is not valid JSON: {exc}") from None
             except RecursionError:
                 raise BodyError(f"line {number} is JSON nested too deeply to mask") from None
             masked = self._guarded(document, report)
             report.documents += 1
-            out.append(json.dumps(masked, ensure_ascii=False, separators=(",", ":")).encode())
+            out.append(_encoded(masked, fast))
         return b"\n".join(out) + (b"\n" if out else b"")
 
     def mask_body(
@@ -208,6 +204,13 @@ class Masker:
             self._bodies.put(key, masked, own)
         report.merge(own)
         return masked
+
+
+def _encoded(document: Any, fast: bool, indent: int | None = None) -> bytes:
+    try:
+        return codec.dumps(document, fast, indent)
+    except UnicodeEncodeError:  # "\ud800" escapes read as text: no UTF-8 can carry them
+        raise BodyError("cannot mask: the body escapes a lone surrogate (not text)") from None
 
 
 def _get(document: Any, path: Path) -> Any:

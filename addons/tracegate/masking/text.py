@@ -29,6 +29,7 @@ from tracegate.budget import check as check_budget
 from tracegate.detectors.base import Detector
 from tracegate.detectors.scanner import Finding, Scanner
 from tracegate.detectors.secrets import SECRET_KEY_NAMES, SECRET_KEY_WORDS, is_secret_key_name
+from tracegate.masking import codec
 from tracegate.masking.paths import Path
 from tracegate.masking.report import MaskReport
 
@@ -97,6 +98,7 @@ class _Embedded:
     slot: _Slot
     document: Any
     compact: bool
+    fast: bool  # read by orjson (codec.loads), so it may write it back
     changed: bool = False
 
 
@@ -185,11 +187,13 @@ class TextMasker:
         # Innermost first: re-encoding an embedded document may change its container's text.
         for embedded in reversed(collected.embedded):
             if embedded.changed:
-                separators = (",", ":") if embedded.compact else (", ", ": ")
                 slot = embedded.slot
-                slot.parent[slot.key] = json.dumps(
-                    embedded.document, ensure_ascii=False, separators=separators
-                )
+                if embedded.compact:
+                    text = codec.dumps(embedded.document, embedded.fast).decode()
+                else:
+                    spaced = (", ", ": ")
+                    text = json.dumps(embedded.document, ensure_ascii=False, separators=spaced)
+                slot.parent[slot.key] = text
                 if slot.owner:
                     collected.embedded[slot.owner - 1].changed = True
 
@@ -371,14 +375,14 @@ def _add_string(
     stripped = text.strip()
     if depth < MAX_JSON_DEPTH and len(stripped) > 1 and stripped[-1] in "}]":
         try:
-            inner = json.loads(stripped)
+            inner, fast = codec.loads(stripped)
         except (ValueError, RecursionError):
-            inner = None
+            inner, fast = None, False
         if isinstance(inner, dict | list):
             compact = ", " not in text and ": " not in text
             slot = _Slot(parent, key, text, (), owner, exact=path)
             mark = (len(out.slots), len(out.embedded), len(out.probes))
-            out.embedded.append(_Embedded(slot, inner, compact))
+            out.embedded.append(_Embedded(slot, inner, compact, fast))
             try:
                 _collect([inner], 0, inner, (*path, "<json>"), len(out.embedded), depth + 1, out)
                 return
