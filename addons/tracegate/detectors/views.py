@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -135,6 +136,7 @@ def _unicode(match: re.Match[str]) -> str | None:
     return None if replacement == match.group() else replacement
 
 
+@functools.lru_cache(maxsize=8192)  # trace and span ids come back in every span of a trace
 def _base64_text(run: str) -> str | None:
     if len(run) % 4:
         return None

@@ -36,7 +36,7 @@ def loads(data: bytes | str) -> tuple[Any, bool]:
     """The document, and whether orjson read it (then `dumps` may write it with orjson).
     Errors are the standard library's (`ValueError`, `UnicodeDecodeError`, `RecursionError`)."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    if not _has_long_digit_run(raw):
+    if len(raw) < len(_LONG_RUN) or not _has_long_digit_run(raw):
         try:
             return orjson.loads(raw), True
         except orjson.JSONDecodeError:
