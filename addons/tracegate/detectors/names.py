@@ -43,14 +43,7 @@ INTRODUCERS = {
     "signed", "attn", "customer", "client", "patient", "contact", "agent", "assignee",
     "reporter", "requester", "employee", "guest", "caller", "recipient", "sender",
 }  # fmt: skip
-CONTEXT = re.compile(
-    r"\b(?:dear|hi|hello|hey|greetings|thanks|thank you|regards|sincerely|cheers|signed|"
-    r"attn|attention|name is|i am|i'm|customer|client|patient|contact|agent|assignee|"
-    r"assigned to|reporter|requester|employee|guest|caller|recipient|sender|"
-    r"mr|mrs|ms|dr|prof|herr|frau|mme|pan|pani|sr|sra)\b[.:,]?\s*$",
-    re.IGNORECASE,
-)
-# The words CONTEXT can end with, for a cheap test of its necessary condition first.
+# Words after which a capitalised word is a name ("Dear Ana", "assigned to Kovács").
 CONTEXT_WORDS = (
     "dear", "hi", "hello", "hey", "greetings", "thanks", "thank you", "regards", "sincerely",
     "cheers", "signed", "attn", "attention", "name is", "i am", "i'm", "customer", "client",
@@ -58,6 +51,7 @@ CONTEXT_WORDS = (
     "employee", "guest", "caller", "recipient", "sender", "mr", "mrs", "ms", "dr", "prof",
     "herr", "frau", "mme", "pan", "pani", "sr", "sra",
 )  # fmt: skip
+CONTEXT = re.compile(rf"\b(?:{'|'.join(CONTEXT_WORDS)})\b[.:,]?\s*$", re.IGNORECASE)
 
 
 def _introduced_by(before: str) -> bool:
