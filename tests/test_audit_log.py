@@ -157,3 +157,37 @@ def test_a_group_commit_waits_no_longer_than_the_delay(tmp_path):
     finally:
         log.close()
     assert 0.25 <= took < 2.0 and log.commits == 1
+
+
+def test_verify_reads_one_snapshot_while_the_gateway_goes_on_writing(tmp_path, monkeypatch):
+    """A live log grows during a verify: entries read before a new leaf and nodes read after
+    it must still agree (the console and the CLI verify a running gateway's log)."""
+    from tracegate.audit import integrity
+
+    path = tmp_path / "a.sqlite3"
+
+    def write(numbers: range) -> None:
+        log = AuditLog(path)
+        log.open()
+        try:
+
+            async def run() -> None:
+                for n in numbers:
+                    await log.record(record(n))
+
+            asyncio.run(run())
+        finally:
+            log.close()
+
+    write(range(3))
+    real = integrity._check_nodes
+
+    def nodes_after_another_write(*args, **kwargs):
+        write(range(3, 5))  # the gateway commits two more rows mid-verify
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(integrity, "_check_nodes", nodes_after_another_write)
+    result = integrity.verify(path)
+    assert result.problems == [] and result.entries == 3
+    monkeypatch.setattr(integrity, "_check_nodes", real)
+    assert integrity.verify(path).entries == 5

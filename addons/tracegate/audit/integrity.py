@@ -88,6 +88,25 @@ def _opened(source: Source, write: bool = False) -> Iterator[Any]:
         conn.close()
 
 
+@contextlib.contextmanager
+def _one_snapshot(conn: Any) -> Iterator[None]:
+    """Every read of a check sees the log at one moment, though a writer goes on appending
+    (a gateway writing its file, the integrator the shared log): read apart, the entries and
+    the nodes of a growing log would not match."""
+    snapshot = getattr(conn, "snapshot", None)
+    if snapshot is not None:
+        with snapshot():
+            yield
+    elif conn.in_transaction:
+        yield
+    else:
+        conn.execute("BEGIN")  # a read transaction: SQLite's WAL keeps its snapshot
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+
+
 def _tables(conn: sqlite3.Connection) -> set[str]:
     if not isinstance(conn, sqlite3.Connection):  # the shared database (state.portable)
         return conn.table_names()
@@ -119,7 +138,7 @@ def verify(
     """Check the log; `witnessed` is the latest checkpoint note a witness (or the directory
     sink) holds for this log, to catch a log shorter than, or different from, what it saw."""
     walk = _Walk()
-    with _opened(source) as conn:
+    with _opened(source) as conn, _one_snapshot(conn):
         log = MerkleLog(conn)
         size = log.size()
         pruned_through = _check_prunes(conn, log, walk)

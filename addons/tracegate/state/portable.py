@@ -10,6 +10,7 @@ with the same code. Writers to the log in PostgreSQL serialise on LOG_LOCK, as S
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -105,6 +106,16 @@ class PortableConnection:
 
     def __exit__(self, *exc: Any) -> None:
         self._transactions.pop().__exit__(*exc)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads that all see the log as it stood at one moment, while the integrator goes on
+        appending (a read-only REPEATABLE READ transaction)."""
+        self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            yield
+        finally:
+            self.conn.execute("ROLLBACK")
 
     def close(self) -> None:
         if self.owned:
