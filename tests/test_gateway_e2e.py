@@ -251,3 +251,12 @@ def test_json_encoded_tool_results_stay_valid_json_after_masking(shared_gateway,
     response = get(shared_gateway, f"/traces/{A_TRACE}", support_token)
     tool_result = response.json()["messages"][3]["content"]
     assert json.loads(tool_result) == [{"invoice": "INV-20931", "amount": 49.0}]
+
+
+def test_masking_is_warmed_up_and_start_up_objects_frozen_before_the_first_flow(shared_gateway):
+    """The first flow must not wait for the name dictionaries to load, and the cyclic GC
+    must not walk what start-up built at every full collection."""
+    shared_gateway.wait_for_log("masking warmed up")
+    line = next(x for x in shared_gateway.log().splitlines() if "masking warmed up" in x)
+    frozen = int(line.split("warmed up; ")[1].split()[0])
+    assert frozen > 100_000  # modules, detector dictionaries, compiled rules

@@ -92,6 +92,10 @@ class Gateway:
             for purpose, scope in role.scopes.items():
                 self._maskers[(role_name, purpose)] = Masker(scope, hash_key)
 
+    def warm_up_masking(self) -> None:
+        for masker in self._maskers.values():
+            masker.warm_up()
+
     @classmethod
     def from_config(cls, config: GatewayConfig, ledger: AssertionLedger | None = None) -> Gateway:
         """Build from a config, reading secrets from the environment; ConfigError if missing.

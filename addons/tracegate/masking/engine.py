@@ -25,6 +25,11 @@ from tracegate.masking.report import MaskReport
 from tracegate.masking.text import DocumentTooDeep, TextMasker
 
 _KEEP_ALL = object()
+# A line that every lazily loaded detector reads.
+WARM_UP_TEXT = (
+    "Dear Anna Kowalska, call +44 20 7946 0958 or 030 12345678; 12 High Street, 10115 Berlin; "
+    "card 4111 1111 1111 1111, SSN 123-45-6789, from 192.0.2.7, dana@acme.io"
+)
 
 
 @contextlib.contextmanager
@@ -67,6 +72,11 @@ class Masker:
             {name: scope.detectors.action_for(name) for name in enabled},
             hash_key,
         )
+
+    def warm_up(self) -> None:
+        """Load what detectors read on first use (name dictionaries, phone metadata), so the
+        first flow does not wait for it."""
+        self._text.mask({"text": WARM_UP_TEXT}, MaskReport())
 
     # -- documents -------------------------------------------------------------------
 

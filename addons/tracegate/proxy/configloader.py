@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from mitmproxy import ctx, exceptions
@@ -77,9 +78,21 @@ class ConfigLoader:
             return
         # Fetch keys in the background: mitmproxy treats errors logged before `running`
         # returns as start-up failures, and flows may already be arriving.
-        if self.runtime.gateway is not None:
-            task = asyncio.get_running_loop().create_task(self.runtime.gateway.validator.warm_up())
-            self._warm_up = task
+        task = asyncio.get_running_loop().create_task(self.runtime.gateway.validator.warm_up())
+        self._warm_up = task
+        try:
+            self.runtime.gateway.warm_up_masking()
+        except Exception:  # the first flow loads it instead (and fails closed if it cannot)
+            logger.exception("tracegate: masking warm-up failed")
+        # What start-up built (modules, detector dictionaries, compiled rules) lives as long
+        # as the process: the cyclic GC need never walk it again. Its full collections took
+        # ~90 ms each in a gateway (about 0.3 ms per flow under load) before this.
+        gc.collect()
+        gc.freeze()
+        logger.info(
+            "tracegate: masking warmed up; %d start-up objects left out of the cyclic GC",
+            gc.get_freeze_count(),
+        )
 
     def done(self) -> None:
         self.runtime.close()
