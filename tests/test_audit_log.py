@@ -112,8 +112,12 @@ def test_a_row_that_cannot_be_made_fails_its_flow_only(tmp_path):
     assert {r["flow_id"] for r in audit_rows(tmp_path / "a.sqlite3")} == {"f1", "f2"}
 
 
-def _timed_records(log: AuditLog, gaps: list[float]) -> list[float]:
-    """Record one row after each gap (seconds, from the start); how long each record took."""
+def _timed_records(
+    tmp_path, delay_ms: float, in_flight: int, gaps: list[float]
+) -> tuple[AuditLog, list[float]]:
+    """A log with that commit delay and that many flows in flight; one row recorded after
+    each gap (seconds from the start). The log (closed) and how long each record took."""
+    log = AuditLog(tmp_path / "a.sqlite3", commit_delay_ms=delay_ms, in_flight=lambda: in_flight)
 
     async def one(n: int, gap: float) -> float:
         await asyncio.sleep(gap)
@@ -124,38 +128,27 @@ def _timed_records(log: AuditLog, gaps: list[float]) -> list[float]:
     async def run() -> list[float]:
         return list(await asyncio.gather(*(one(n, gap) for n, gap in enumerate(gaps))))
 
-    return asyncio.run(run())
+    log.open()
+    try:
+        return log, asyncio.run(run())
+    finally:
+        log.close()
 
 
 def test_a_lone_flow_never_waits_for_a_group_commit(tmp_path):
-    log = AuditLog(tmp_path / "a.sqlite3", commit_delay_ms=2000, in_flight=lambda: 1)
-    log.open()
-    try:
-        (took,) = _timed_records(log, [0.0])
-    finally:
-        log.close()
+    log, (took,) = _timed_records(tmp_path, 2000, 1, [0.0])
     assert took < 1.0 and log.commits == 1
 
 
 def test_flows_in_flight_share_one_commit_within_the_delay(tmp_path):
-    log = AuditLog(tmp_path / "a.sqlite3", commit_delay_ms=1500, in_flight=lambda: 4)
-    log.open()
-    try:
-        took = _timed_records(log, [0.0, 0.05, 0.1, 0.15])
-    finally:
-        log.close()
+    log, took = _timed_records(tmp_path, 1500, 4, [0.0, 0.05, 0.1, 0.15])
     # The fourth row ended the wait: every in-flight flow had queued its row.
     assert log.written == 4 and log.commits == 1
     assert took[0] < 1.0
 
 
 def test_a_group_commit_waits_no_longer_than_the_delay(tmp_path):
-    log = AuditLog(tmp_path / "a.sqlite3", commit_delay_ms=300, in_flight=lambda: 8)
-    log.open()
-    try:
-        (took,) = _timed_records(log, [0.0])
-    finally:
-        log.close()
+    log, (took,) = _timed_records(tmp_path, 300, 8, [0.0])
     assert 0.25 <= took < 2.0 and log.commits == 1
 
 
