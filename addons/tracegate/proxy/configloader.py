@@ -82,8 +82,8 @@ class ConfigLoader:
         self._warm_up = task
         try:
             self.runtime.gateway.warm_up_masking()
-        except Exception:  # the first flow loads it instead (and fails closed if it cannot)
-            logger.exception("tracegate: masking warm-up failed")
+        except Exception as exc:  # a warning, not a start-up failure: each flow tries again
+            logger.warning("tracegate: masking warm-up failed (flows fail closed): %s", exc)
         # What start-up built (modules, detector dictionaries, compiled rules) lives as long
         # as the process: the cyclic GC need never walk it again. Its full collections took
         # ~90 ms each in a gateway (about 0.3 ms per flow under load) before this.
