@@ -76,10 +76,8 @@ class ConfigLoader:
             self.runtime.lockdown = "no config loaded: set tracegate_config=PATH"
             logger.error("tracegate: no config loaded: set tracegate_config=PATH")
             return
-        # Fetch keys in the background: mitmproxy treats errors logged before `running`
-        # returns as start-up failures, and flows may already be arriving.
-        task = asyncio.get_running_loop().create_task(self.runtime.gateway.validator.warm_up())
-        self._warm_up = task
+        # Blocking work first, before any fetch is in flight (a JWKS fetch started earlier
+        # would count this time against its timeout).
         try:
             self.runtime.gateway.warm_up_masking()
         except Exception as exc:  # a warning, not a start-up failure: each flow tries again
@@ -93,6 +91,10 @@ class ConfigLoader:
             "tracegate: masking warmed up; %d start-up objects left out of the cyclic GC",
             gc.get_freeze_count(),
         )
+        # Fetch keys in the background: mitmproxy treats errors logged before `running`
+        # returns as start-up failures, and flows may already be arriving.
+        task = asyncio.get_running_loop().create_task(self.runtime.gateway.validator.warm_up())
+        self._warm_up = task
 
     def done(self) -> None:
         self.runtime.close()
