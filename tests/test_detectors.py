@@ -399,8 +399,7 @@ def test_phone_regions_are_skipped_only_for_numbers_phonenumbers_rejects_there()
         prefix = rng.choice(["", "0", "00", "011", "0011", "010", "1", "39", "44", "55"])
         numbers.add(prefix + "".join(rng.choice("0123456789") for _ in range(rng.randrange(6, 13))))
     for digits in (n for n in numbers if 7 <= len(n) <= 15):
-        every_region = (*finder.regions, "IT")
-        for region in every_region:
+        for region in finder.regions:
             if phones._is_valid(digits, region):
                 assert finder._shapes[region](digits), (digits, region)
 

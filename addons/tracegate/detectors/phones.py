@@ -83,7 +83,7 @@ class PhoneFinder:
         self.trunk = trunk_regions(widest)
         self.no_trunk = tuple(r for r in widest if r not in self.trunk)
         self.valid = functools.lru_cache(maxsize=8192)(self._valid)
-        self._shapes = {region: _shape(region) for region in {*self.regions, "IT"}}
+        self._shapes = {region: _shape(region) for region in self.regions}
 
     def __call__(self, text: str) -> Iterator[Span]:
         for match in CANDIDATE.finditer(text):
@@ -120,9 +120,9 @@ class PhoneFinder:
         bare = candidate.isdigit()
         if bare and not international and digits[0] != "0" and not CONTEXT.search(before):
             return False
-        return self.valid(digits, international, candidate[0] == "(" or not bare)
+        return self.valid(digits, international)
 
-    def _valid(self, digits: str, international: bool, grouped: bool) -> bool:
+    def _valid(self, digits: str, international: bool) -> bool:
         if international:
             number = "+" + (digits[2:] if digits.startswith("00") else digits)
             return _is_valid(number, None)
@@ -138,7 +138,7 @@ class PhoneFinder:
         if not 7 <= len(digits) <= 15 or any(c.isalpha() for c in value.replace("ext", "")):
             return False
         international = value.startswith(("+", "00"))
-        return self.valid(digits, international, True)
+        return self.valid(digits, international)
 
 
 def _shape(region: str) -> Callable[[str], bool]:
@@ -158,12 +158,14 @@ def _shape(region: str) -> Callable[[str], bool]:
             if other is not None and other.general_desc.national_number_pattern
         )
     )
+    if metadata.national_prefix_transform_rule:
+        return lambda digits: True
     abroad = re.compile(metadata.international_prefix or "(?!)")
     trunk = re.compile(metadata.national_prefix_for_parsing or "(?!)")
     country = str(code)
 
     def shape(digits: str) -> bool:
-        if abroad.match(digits) or metadata.national_prefix_transform_rule:
+        if abroad.match(digits):
             return True
         rests = [digits]
         if digits.startswith(country):
