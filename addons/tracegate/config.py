@@ -273,6 +273,9 @@ class AuditConfig(Strict):
     # Group commit (sqlite): a batch waits up to this long while other flows in flight have
     # yet to queue their rows, so one commit and fsync covers several; a lone flow never waits.
     commit_delay_ms: float = Field(1.0, ge=0, le=100)
+    # sqlite: where the rows are written. "process": a child process of the gateway's, so the
+    # SQLite work never holds the event loop's GIL (`audit.writer`); "thread": in this process.
+    writer: Literal["process", "thread"] = "process"
     # How long a write waits for a lock held by another process before the flow is denied.
     busy_timeout_ms: int = Field(5000, ge=0)
 

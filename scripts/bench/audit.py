@@ -2,11 +2,12 @@
 
     .venv/bin/python scripts/bench/audit.py [--requests 1000] [--rounds 5]
 
-The audit trail as deployed: every row an entry of the Merkle log in its own transaction,
-checkpoints signed every `--checkpoint-rows` entries and appended to a directory sink. The
-product has no "audit off" switch (it fails closed without its audit); for this measurement
-only, the second gateway process gets a `sitecustomize.py` that makes `AuditLog.record` return
-at once. Both run side by side against the same moto S3, interleaved round by round.
+The audit trail as deployed: every row an entry of the Merkle log, written by the gateway's
+writer process (`audit.writer`, default), checkpoints signed every `--checkpoint-rows` entries
+and appended to a directory sink. The product has no "audit off" switch (it fails closed
+without its audit); for this measurement only, the second gateway process gets a
+`sitecustomize.py` that makes `record` return at once (the writer process's and the thread's).
+Both run side by side against the same moto S3, interleaved round by round.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from tracegate.demo.setup import gateway_env, write_config  # noqa: E402
 
 NO_AUDIT = (
     "import tracegate.audit.log as log\n"
+    "import tracegate.audit.writer as writer\n"
     "async def record(self, record):\n"
     "    return None\n"
     "log.AuditLog.record = record\n"
+    "writer.ProcessAuditLog.record = record\n"
 )
 
 

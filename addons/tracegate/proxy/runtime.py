@@ -18,6 +18,7 @@ from tracegate.approvals.store import ApprovalStore
 from tracegate.audit import AuditLog
 from tracegate.audit.keys import SigningKey
 from tracegate.audit.publish import Publisher, build_sinks
+from tracegate.audit.writer import ProcessAuditLog
 from tracegate.config import ConfigError, GatewayConfig, load_config
 from tracegate.decisionlog import DecisionLog
 from tracegate.exchange import Exchange
@@ -190,7 +191,8 @@ class Runtime:
                 **signing,
             )
             return publisher, log
-        log_file = AuditLog(
+        writer = ProcessAuditLog if audit.writer == "process" else AuditLog
+        log_file = writer(
             Path(audit.path),
             audit.batch_max_rows,
             audit.batch_max_wait_ms,

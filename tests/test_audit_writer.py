@@ -1,0 +1,178 @@
+"""The audit writer as a child process (`audit.writer: process`, the default)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness import audit_rows
+from tracegate.audit import AuditRecord, AuditWriteError
+from tracegate.audit.integrity import verify
+from tracegate.audit.keys import SigningKey, log_verifier
+from tracegate.audit.writer import ProcessAuditLog
+
+ORIGIN = "tracegate.local/audit"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def record(n: int) -> AuditRecord:
+    body = {"flow_id": f"f{n}", "request": "{}", "status": 200, "response_headers": "[]"}
+    body |= {"served": b"x" * 700, "truncated": 0, "ts_start": 1.0, "ts_end": 2.0}
+    return AuditRecord(
+        flow_id=f"f{n}", method="GET", path=f"/t/{n}", decision="allow", reason="", status=200,
+        body=body,
+    )  # fmt: skip
+
+
+def gone(pid: int, seconds: float = 15) -> bool:
+    """The process has exited (a zombie waiting for a reaper counts: it runs no more)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def test_the_writer_process_commits_each_row_before_its_flow_goes_on(tmp_path):
+    key = tmp_path / "k.pem"
+    SigningKey.generate(key, ORIGIN)
+    published = []
+    log = ProcessAuditLog(
+        tmp_path / "a.sqlite3",
+        signing_key=SigningKey.load(key),
+        checkpoint_every_rows=50,
+        publish=published.append,
+    )
+    log.open()
+    assert log.running and log.check()[0]
+    child = log._process.pid
+    assert child != os.getpid()
+
+    async def write_many() -> None:
+        await asyncio.gather(*(log.record(record(n)) for n in range(120)))
+        # Durable now: another connection sees every row before the log is closed.
+        assert len(audit_rows(tmp_path / "a.sqlite3")) == 120
+
+    try:
+        asyncio.run(write_many())
+    finally:
+        log.close()
+    assert log.written == 120 and not log.running
+    assert gone(child)
+    # Checkpoints signed in the child reach the gateway's publisher, the last one at close.
+    assert published and published[-1].size == 120
+    result = verify(tmp_path / "a.sqlite3", log_verifier(str(key.with_name("k.pem.vkey")), None))
+    assert result.ok, result.problems
+    assert result.rows == 120 and result.checkpoints == len(published)
+
+
+def test_a_dead_writer_process_denies_waiting_and_later_flows(tmp_path):
+    log = ProcessAuditLog(tmp_path / "a.sqlite3")
+    log.open()
+    child = log._process.pid
+
+    async def scenario() -> None:
+        await log.record(record(1))
+        os.kill(child, signal.SIGSTOP)  # the next row waits in the pipe...
+        waiting = asyncio.ensure_future(log.record(record(2)))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        os.kill(child, signal.SIGKILL)  # ...and the writer dies before committing it
+        with pytest.raises(AuditWriteError, match="exited"):
+            await asyncio.wait_for(waiting, 15)
+        with pytest.raises(AuditWriteError, match="not running"):
+            await log.record(record(3))
+
+    try:
+        asyncio.run(scenario())
+        assert not log.running
+        ready, why = log.check()
+        assert not ready and "not running" in why
+    finally:
+        log.close()
+    assert [r["flow_id"] for r in audit_rows(tmp_path / "a.sqlite3")] == ["f1"]
+
+
+def test_a_record_that_cannot_reach_the_writer_fails_its_flow_only(tmp_path):
+    log = ProcessAuditLog(tmp_path / "a.sqlite3")
+    log.open()
+    broken = record(9)
+    broken.masks = {"rules": {"x": lambda: None}}  # cannot be pickled onto the pipe
+
+    async def write() -> list:
+        return await asyncio.gather(
+            log.record(record(1)), log.record(broken), log.record(record(2)),
+            return_exceptions=True,
+        )  # fmt: skip
+
+    try:
+        results = asyncio.run(write())
+    finally:
+        log.close()
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], AuditWriteError)
+    assert {r["flow_id"] for r in audit_rows(tmp_path / "a.sqlite3")} == {"f1", "f2"}
+
+
+def test_a_row_the_writer_refuses_fails_its_flow_only(tmp_path):
+    log = ProcessAuditLog(tmp_path / "a.sqlite3", batch_max_wait_ms=50)
+    log.open()
+    broken = record(9)
+    broken.masks = {"rules": {"x": {1, 2}}}  # pickles, but is not JSON: no row can be made
+
+    async def write() -> list:
+        return await asyncio.gather(
+            log.record(record(1)), log.record(broken), log.record(record(2)),
+            return_exceptions=True,
+        )  # fmt: skip
+
+    try:
+        results = asyncio.run(write())
+    finally:
+        log.close()
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], AuditWriteError)
+    assert log.written == 2 and log.failures == 1
+
+
+GATEWAY_KILLED = """
+import asyncio, sys
+sys.path.insert(0, {addons!r})
+from tracegate.audit import AuditRecord
+from tracegate.audit.writer import ProcessAuditLog
+log = ProcessAuditLog({path!r})
+log.open()
+asyncio.run(log.record(AuditRecord("f1", "GET", "/t", "allow", "", 200)))
+print(log._process.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_writer_process_ends_when_its_gateway_is_killed(tmp_path):
+    code = GATEWAY_KILLED.format(addons=str(REPO / "addons"), path=str(tmp_path / "a.sqlite3"))
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        child = int(parent.stdout.readline())
+        assert not gone(child, 0.2)
+        parent.kill()  # SIGKILL to the gateway alone: no shutdown, no close()
+        parent.wait(timeout=10)
+        assert gone(child), "the audit writer outlived its gateway"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert [r["flow_id"] for r in audit_rows(tmp_path / "a.sqlite3")] == ["f1"]
