@@ -18,10 +18,14 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import multiprocessing
+import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +91,21 @@ class ProcessAuditLog(AuditLog):
         and wait until it has opened the file too."""
         db = self._connect()
         db.conn.close()
-        context = multiprocessing.get_context("spawn")  # never fork a process with threads
-        self._pipe, child_end = context.Pipe()
-        self._process = context.Process(
-            target=serve, args=(child_end, self._settings), name="tracegate-audit", daemon=True
+        # A new interpreter that imports only the audit modules (never a fork of a process
+        # with threads; not multiprocessing's spawn either, which imports the gateway's own
+        # entry point again), on one end of a socket pair.
+        ours, theirs = socket.socketpair()
+        here = str(Path(__file__).resolve().parents[2])  # the directory holding `tracegate`
+        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": path},
         )
-        self._process.start()
-        child_end.close()
+        theirs.close()
+        self._pipe = Connection(ours.detach())
+        self._pipe.send(self._settings)
         if not self._pipe.poll(START_SECONDS):
             self._stop_child()
             raise AuditWriteError(f"audit writer did not start within {START_SECONDS:.0f} s")
@@ -107,7 +119,7 @@ class ProcessAuditLog(AuditLog):
 
     @property
     def running(self) -> bool:
-        return self._gone is None and self._process is not None and self._process.is_alive()
+        return self._gone is None and self._process is not None and self._process.poll() is None
 
     async def record(self, record: AuditRecord) -> None:
         if not self.running:
@@ -201,12 +213,26 @@ class ProcessAuditLog(AuditLog):
         self._gone = self._gone or "the audit log is closed"
 
     def _stop_child(self) -> None:
-        self._process.join(timeout=STOP_SECONDS)
-        if self._process.is_alive():
+        try:
+            self._process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
             self._process.terminate()
-            self._process.join(timeout=STOP_SECONDS)
+            try:
+                self._process.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
         self._pipe.close()
         self._process = None
+
+
+CHILD = "import sys; from tracegate.audit.writer import main; main(int(sys.argv[1]))"
+
+
+def main(fd: int) -> None:
+    """The child's entry point: the settings come first on the socket, then records."""
+    pipe = Connection(fd)
+    serve(pipe, pipe.recv())
 
 
 def serve(pipe: Any, settings: dict[str, Any]) -> None:
@@ -278,8 +304,7 @@ def serve(pipe: Any, settings: dict[str, Any]) -> None:
     stopped: set[int] = set()
 
     # Ctrl-C reaches the whole process group: the gateway then closes this log itself. A
-    # SIGTERM (the group's, or multiprocessing's at exit) stops taking rows, commits and
-    # answers those taken, and signs a last checkpoint.
+    # SIGTERM stops taking rows, commits and answers those taken, and signs a last checkpoint.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     loop.add_signal_handler(signal.SIGTERM, stop)
     loop.add_reader(pipe.fileno(), receive)
