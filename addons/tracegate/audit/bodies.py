@@ -9,8 +9,6 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tracegate.stores.sigv4 import CLIENT_AUTH_HEADERS
-
 
 def request_summary(
     method: str,
@@ -22,6 +20,10 @@ def request_summary(
     host: str = "",
     port: int = 0,
 ) -> dict[str, Any]:
+    # Imported here: the audit writer process imports this module for `seal` only, and the
+    # SigV4 module would bring botocore into it (a quarter of its start-up).
+    from tracegate.stores.sigv4 import CLIENT_AUTH_HEADERS
+
     hidden = CLIENT_AUTH_HEADERS | {h.lower() for h in identity_headers}
     return {
         "method": method,
