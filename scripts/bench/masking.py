@@ -5,10 +5,11 @@
 For each size, one trace body of realistic prose in trace shapes (OTLP spans, Langfuse-style
 traces, chat logs) is generated, then timed side by side: json.loads + json.dumps (the floor:
 any masking must at least parse and serialise), and tracegate's Masker with every detector on
-(hyperscan prefilter, then the `re` fallback). Peak memory is measured in a fresh child process
-per size: the growth of its maximum RSS while masking, as a multiple of the body size, with a
-masker that is built and warmed up first as in a running gateway, and cold (built and used for
-the first time inside the measurement: fixed costs that weigh on small bodies).
+(hyperscan prefilter, then the `re` fallback), and the same Masker with no detector (the floor
+of walking every value and parsing the JSON-in-strings). Peak memory is measured in a fresh
+child process per size: the growth of its maximum RSS while masking, as a multiple of the body
+size, with a masker that is built and warmed up first as in a running gateway, and cold (built
+and used for the first time inside the measurement: fixed costs that weigh on small bodies).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from tracegate.config import ScopeConfig  # noqa: E402
 from tracegate.masking import Masker, MaskReport  # noqa: E402
 
 SCOPE = ScopeConfig(operations=["GetObject"], prefixes=[""])  # default: every detector on
+# No detector at all: what is left is the walk over every value, the JSON-in-strings parsed and
+# written back, the body read and written: the floor of this design, whatever the detectors.
+NO_DETECTORS = ScopeConfig(operations=["GetObject"], prefixes=[""], detectors={"run": []})
 
 
 def body_of(megabytes: float) -> bytes:
@@ -66,8 +70,8 @@ def fresh(m: Masker) -> Masker:
     return m
 
 
-def masker(engine: str) -> Masker:
-    m = Masker(SCOPE, b"bench-key")
+def masker(engine: str, scope: ScopeConfig = SCOPE) -> Masker:
+    m = Masker(scope, b"bench-key")
     if engine == "re":
         from tracegate.detectors.scanner import Scanner
 
@@ -161,22 +165,28 @@ def main() -> int:
             args.repeat, lambda b=body, m=fast: fresh(m).mask_body(b, "json", MaskReport())
         )
         t_slow = best_of(1, lambda b=body, m=slow: m.mask_body(b, "json", MaskReport()))
+        bare = masker("hyperscan", NO_DETECTORS)
+        bare.mask_body(body, "json", MaskReport())
+        t_bare = best_of(
+            args.repeat, lambda b=body, m=bare: fresh(m).mask_body(b, "json", MaskReport())
+        )
         memory = (
             peak_rss_ratio(body, ROUND_TRIP),
             peak_rss_ratio(body, MASKING, BUILD + WARM_UP),
             peak_rss_ratio(body, BUILD + MASKING),
         )
-        rows.append((mb, floor, t_fast, t_slow, memory, sum(report.counts.values())))
+        rows.append((mb, floor, t_fast, t_slow, t_bare, memory, sum(report.counts.values())))
     print(f"\nbest of {args.repeat}; realistic trace text with a few planted values; 1 core")
     print(
         f"{'body MB':>8}{'JSON round trip MB/s':>22}{'tracegate MB/s':>16}{'ratio':>7}"
-        f"{'re-only MB/s':>14}{'peak RSS x body: round trip':>29}{'tracegate':>11}"
-        f"{'(cold)':>8}{'findings':>10}"
+        f"{'re-only MB/s':>14}{'no detector: ratio':>20}{'peak RSS x body: round trip':>29}"
+        f"{'tracegate':>11}{'(cold)':>8}{'findings':>10}"
     )
-    for mb, floor, t_fast, t_slow, (rss_floor, rss, cold), found in rows:
+    for mb, floor, t_fast, t_slow, t_bare, (rss_floor, rss, cold), found in rows:
         print(
             f"{mb:>8.1f}{mb / floor:>22.0f}{mb / t_fast:>16.0f}{floor / t_fast:>7.0%}"
-            f"{mb / t_slow:>14.1f}{rss_floor:>29.1f}{rss:>11.1f}{cold:>8.1f}{found:>10}"
+            f"{mb / t_slow:>14.1f}{floor / t_bare:>20.0%}{rss_floor:>29.1f}{rss:>11.1f}"
+            f"{cold:>8.1f}{found:>10}"
         )
     if args.cli_mb:
         rows = cli_rows(args.cli_mb)
