@@ -51,33 +51,29 @@ class ProcessAuditLog(AuditLog):
         batch_max_rows: int = 256,
         batch_max_wait_ms: int = 0,
         busy_timeout_ms: int = 5000,
+        *,
         signing_key: SigningKey | None = None,
-        checkpoint_every_rows: int = 1000,
-        checkpoint_every_seconds: float = 60.0,
-        origin: str = "tracegate.local/audit",
         publish: Callable[[SignedCheckpoint], None] | None = None,
-        commit_delay_ms: float = 0.0,
         in_flight: Callable[[], int] | None = None,
+        **settings: Any,
     ) -> None:
+        """`settings`: the rest of `AuditLog`'s arguments (checkpoints, origin, group commit),
+        handed to the child's log as they are."""
         super().__init__(path, batch_max_rows, busy_timeout_ms=busy_timeout_ms)
         self._publish_to = publish
         self._count_in_flight = in_flight
         # What the child builds its own AuditLog from (a key crosses as its raw bytes).
+        raw = NoEncryption()
         self._settings = {
             "path": str(path),
             "batch_max_rows": batch_max_rows,
             "batch_max_wait_ms": batch_max_wait_ms,
             "busy_timeout_ms": busy_timeout_ms,
-            "signing_key": signing_key.private.private_bytes(
-                Encoding.Raw, PrivateFormat.Raw, NoEncryption()
-            )
+            "key": signing_key.private.private_bytes(Encoding.Raw, PrivateFormat.Raw, raw)
             if signing_key
             else None,
-            "checkpoint_every_rows": checkpoint_every_rows,
-            "checkpoint_every_seconds": checkpoint_every_seconds,
-            "origin": origin,
             "publish": publish is not None,
-            "commit_delay_ms": commit_delay_ms,
+            "rest": settings,
         }
         self._process: Any = None
         self._pipe: Any = None
@@ -254,19 +250,16 @@ def serve(pipe: Any, settings: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):  # the gateway is gone; no one waits for it
             pipe.send(message)
 
-    key = settings["signing_key"]
+    key = settings["key"]
     log = AuditLog(
         settings["path"],
         settings["batch_max_rows"],
         settings["batch_max_wait_ms"],
         settings["busy_timeout_ms"],
         signing_key=SigningKey(Ed25519PrivateKey.from_private_bytes(key)) if key else None,
-        checkpoint_every_rows=settings["checkpoint_every_rows"],
-        checkpoint_every_seconds=settings["checkpoint_every_seconds"],
-        origin=settings["origin"],
         publish=(lambda signed: send(("checkpoint", signed))) if settings["publish"] else None,
-        commit_delay_ms=settings["commit_delay_ms"],
         in_flight=lambda: in_flight[0],
+        **settings["rest"],
     )
     try:
         log.open()
@@ -300,13 +293,8 @@ def serve(pipe: Any, settings: dict[str, Any]) -> None:
             task.add_done_callback(pending.discard)
 
     def stop() -> None:
-        if pipe.fileno() in stopped:
-            return
-        stopped.add(pipe.fileno())
-        loop.remove_reader(pipe.fileno())
-        loop.stop()
-
-    stopped: set[int] = set()
+        if loop.remove_reader(pipe.fileno()):  # False once stopped: SIGTERM, then the stop
+            loop.stop()
 
     # Ctrl-C reaches the whole process group: the gateway then closes this log itself. A
     # SIGTERM stops taking rows, commits and answers those taken, and signs a last checkpoint.
