@@ -214,7 +214,7 @@ class AuditLog:
 
     def open(self) -> None:
         """Create the schema synchronously so an unwritable path fails start-up, not a flow."""
-        db = self._connect()
+        db = self.connect()
         db.conn.close()
         self._thread = threading.Thread(target=self._run, name="tracegate-audit", daemon=True)
         self._thread.start()
@@ -258,7 +258,9 @@ class AuditLog:
         self._queue.put((record, loop, future))
         await future
 
-    def _connect(self, resume: bool = True) -> sqlite_utils.Database:
+    def connect(self, resume: bool = True) -> sqlite_utils.Database:
+        """The file, its schema created or checked; `resume`: the writer's own connection,
+        which numbers rows on from the last one written."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
@@ -309,7 +311,7 @@ class AuditLog:
 
     def record_policy(self, version: str, config_json: str) -> None:
         """Store the effective config once per version, so every row's version can be read."""
-        db = self._connect(resume=False)
+        db = self.connect(resume=False)
         try:
             with db.conn:
                 db.conn.execute(
@@ -345,15 +347,15 @@ class AuditLog:
             self._publish(signed)
         return signed
 
-    def _until_checkpoint(self) -> float | None:
+    def until_checkpoint(self) -> float | None:
         """How long the writer may wait for rows before unsigned ones are due a checkpoint."""
         if self._signer is None or self._since_checkpoint == 0:
             return None
         return max(self._checkpoint_at + self._checkpoint_seconds - time.monotonic(), 0.0)
 
-    def _checkpoint_when_idle(self, db: sqlite_utils.Database | None) -> sqlite_utils.Database:
+    def checkpoint_when_idle(self, db: sqlite_utils.Database | None) -> sqlite_utils.Database:
         try:
-            db = db or self._connect()
+            db = db or self.connect()
             self.checkpoint(db.conn)
         except Exception as exc:
             self.checkpoint_failures += 1
@@ -366,9 +368,9 @@ class AuditLog:
         db: sqlite_utils.Database | None = None
         while True:
             try:
-                first = self._queue.get(timeout=self._until_checkpoint())
+                first = self._queue.get(timeout=self.until_checkpoint())
             except queue.Empty:  # a quiet log still gets its checkpoint on time
-                db = self._checkpoint_when_idle(db)
+                db = self.checkpoint_when_idle(db)
                 continue
             if first is STOP:
                 break
@@ -386,45 +388,65 @@ class AuditLog:
                 continue
             error: BaseException | None = None
             try:
-                if db is None:
-                    db = self._connect()
-                # One transaction per batch; a prepared statement, since sqlite-utils'
-                # insert_all re-inspects the schema on every call.
-                last = self._last_id
-                self._number(rows)
-                try:
-                    with db.conn:
-                        db.conn.execute("BEGIN IMMEDIATE")
-                        db.conn.executemany(INSERT_ROW, rows)
-                        if bodies:
-                            db.conn.executemany(INSERT_BODY, bodies)
-                        MerkleLog(db.conn).append(
-                            [("flow", r["id"], row_entry("flow", r)) for r in rows]
-                        )
-                except Exception:
-                    self._last_id = last  # nothing of this batch was written
-                    raise
-                self.written += len(batch)
-                self.commits += 1
-                try:
-                    self._maybe_checkpoint(db, len(batch))
-                except Exception as exc:  # the rows are durable; the next checkpoint covers them
-                    self.checkpoint_failures += 1
-                    level = logging.CRITICAL if isinstance(exc, LogForked) else logging.ERROR
-                    logger.log(level, "tracegate: audit checkpoint failed: %s", exc)
+                db = self.commit_rows(db, rows, bodies)
             except Exception as exc:  # the flows waiting on this batch are denied
-                error = exc
-                self.failures += len(batch)
-                logger.error("tracegate: audit write failed: %s", exc)
-                db = None
+                error, db = exc, None
             settle_batch(batch, error)
-        if db is not None:
-            if self._signer is not None:  # the last rows get their checkpoint at shutdown
-                try:
-                    self.checkpoint(db.conn)
-                except Exception as exc:
-                    logger.error("tracegate: audit checkpoint at shutdown failed: %s", exc)
-            db.conn.close()
+        self.finish(db)
+
+    def commit_rows(
+        self,
+        db: sqlite_utils.Database | None,
+        rows: list[dict[str, Any]],
+        bodies: list[dict[str, Any]],
+    ) -> sqlite_utils.Database:
+        """Number `rows`, commit them with their bodies and log entries in one transaction,
+        then sign a checkpoint if one is due. Raises when nothing of the batch was written.
+
+        The writer's own step, whether the writer is this process's thread or a child."""
+        try:
+            if db is None:
+                db = self.connect()
+            # A prepared statement, since sqlite-utils' insert_all re-inspects the schema on
+            # every call.
+            last = self._last_id
+            self._number(rows)
+            try:
+                with db.conn:
+                    db.conn.execute("BEGIN IMMEDIATE")
+                    db.conn.executemany(INSERT_ROW, rows)
+                    if bodies:
+                        db.conn.executemany(INSERT_BODY, bodies)
+                    MerkleLog(db.conn).append(
+                        [("flow", r["id"], row_entry("flow", r)) for r in rows]
+                    )
+            except Exception:
+                self._last_id = last  # nothing of this batch was written
+                raise
+        except Exception as exc:
+            self.failures += len(rows)
+            logger.error("tracegate: audit write failed: %s", exc)
+            raise
+        self.written += len(rows)
+        self.commits += 1
+        try:
+            self._maybe_checkpoint(db, len(rows))
+        except Exception as exc:  # the rows are durable; the next checkpoint covers them
+            self.checkpoint_failures += 1
+            level = logging.CRITICAL if isinstance(exc, LogForked) else logging.ERROR
+            logger.log(level, "tracegate: audit checkpoint failed: %s", exc)
+        return db
+
+    def finish(self, db: sqlite_utils.Database | None) -> None:
+        """The writer's last step: the last rows get their checkpoint, the file is closed."""
+        if db is None:
+            return
+        if self._signer is not None:
+            try:
+                self.checkpoint(db.conn)
+            except Exception as exc:
+                logger.error("tracegate: audit checkpoint at shutdown failed: %s", exc)
+        db.conn.close()
 
 
 def take_batch(
@@ -468,16 +490,22 @@ def settle_batch(batch: list[Any], error: BaseException | None) -> None:
         loop.call_soon_threadsafe(_settle_all, futures, error)
 
 
-def rows_of(batch: list[Any]) -> tuple[list[Any], list[dict[str, Any]], list[dict[str, Any]]]:
+def rows_of(
+    batch: list[Any], refuse: Callable[[Any, Exception], None] | None = None
+) -> tuple[list[Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """The queued flows whose rows could be made, with those rows and their bodies; a flow
-    whose row cannot be made is denied at once, alone, and the rest go on."""
+    whose row cannot be made is refused at once, alone (by default its future is failed),
+    and the rest go on. Each item holds its record first."""
     made, rows, bodies = [], [], []
     for item in batch:
         try:
             row, body = row_of(item[0])
         except Exception as exc:
             logger.error("tracegate: audit row could not be made: %s", exc)
-            settle_batch([item], exc)
+            if refuse is None:
+                settle_batch([item], exc)
+            else:
+                refuse(item, exc)
             continue
         made.append(item)
         rows.append(row)

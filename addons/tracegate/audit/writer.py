@@ -3,10 +3,10 @@
 A writer thread shares the gateway's GIL: every SQLite call it makes releases the GIL and
 takes it back, and under load each of those waits for the event loop (about 45 futex calls
 per flow, measured with `strace -c -f`), so the thread cost the loop more than its own work.
-Here the same `AuditLog`, with its batches, group commit and checkpoints, runs in a child
-process: the event loop pickles each record onto a pipe and reads back, on the same pipe,
-that its row committed. Flows still await the commit; signed checkpoints come back over the
-pipe to the gateway's publisher.
+Here the writer's own step (`AuditLog.commit_rows`: one transaction per batch, the Merkle log,
+checkpoints) runs in a child process: the event loop pickles each record onto a pipe and reads
+back, on the same pipe, one answer per batch once its rows committed. Flows still await the
+commit; signed checkpoints come back over the pipe to the gateway's publisher.
 
 The child ends when the pipe closes (the gateway stopped, or was killed), after committing
 what it was sent; if the child dies, every waiting flow and every later one is denied.
@@ -25,15 +25,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+import sqlite_utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from tracegate.audit.keys import SigningKey
-from tracegate.audit.log import AuditLog, AuditRecord, AuditWriteError
+from tracegate.audit.log import AuditLog, AuditRecord, AuditWriteError, rows_of
 from tracegate.audit.tlog import SignedCheckpoint
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class ProcessAuditLog(AuditLog):
     def open(self) -> None:
         """Create the schema here (an unwritable path fails start-up), then start the child
         and wait until it has opened the file too."""
-        db = self._connect()
+        db = self.connect()
         db.conn.close()
         # A new interpreter that imports only the audit modules (never a fork of a process
         # with threads; not multiprocessing's spawn either, which imports the gateway's own
@@ -153,26 +154,23 @@ class ProcessAuditLog(AuditLog):
             self._handle(message)
 
     def _handle(self, message: tuple[Any, ...]) -> None:
-        head = message[0]
+        head, body = message
         if head == "checkpoint":
             if self._publish_to is not None:
-                self._publish_to(message[1])
+                self._publish_to(body)
             return
-        if head == "error":  # a log line of the child's, about no one flow
-            logger.error("tracegate: audit writer: %s", message[1])
-            return
-        future = self._waiting.pop(head, None)
-        error = message[1]
-        if error is None:
-            self.written += 1
-        else:
-            self.failures += 1
-        if future is None or future.done():
-            return
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(AuditWriteError(f"audit write failed: {error}"))
+        for number, error in body:  # "written": each number with None (durable) or why not
+            future = self._waiting.pop(number, None)
+            if error is None:
+                self.written += 1
+            else:
+                self.failures += 1
+            if future is None or future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(AuditWriteError(f"audit write failed: {error}"))
 
     def _lost(self, why: str) -> None:
         """The child is gone: deny every flow waiting on it, and every later one."""
@@ -236,20 +234,10 @@ def main(fd: int) -> None:
     serve(pipe, pipe.recv())
 
 
-def serve(pipe: Any, settings: dict[str, Any]) -> None:
-    """The child: an AuditLog fed from the pipe, each row answered once it committed."""
-    loop = asyncio.new_event_loop()
-    in_flight = [0]  # the gateway's count, sent with each record
-
-    def send(message: tuple[Any, ...]) -> None:
-        # The loop answers rows; the writer thread hands over checkpoints: call_soon_threadsafe
-        # keeps every send on the loop's thread, so messages never interleave on the pipe.
-        loop.call_soon_threadsafe(_send, message)
-
-    def _send(message: tuple[Any, ...]) -> None:
-        with contextlib.suppress(OSError):  # the gateway is gone; no one waits for it
-            pipe.send(message)
-
+def serve(pipe: Connection, settings: dict[str, Any]) -> None:
+    """The child: batches read off the pipe, each committed by the writer thread's own step
+    (`AuditLog.commit_rows`) and answered in one message once durable. One thread, no event
+    loop: a batch costs one read wake-up and one answer, not a hand-over per row."""
     key = settings["key"]
     log = AuditLog(
         settings["path"],
@@ -257,57 +245,96 @@ def serve(pipe: Any, settings: dict[str, Any]) -> None:
         settings["batch_max_wait_ms"],
         settings["busy_timeout_ms"],
         signing_key=SigningKey(Ed25519PrivateKey.from_private_bytes(key)) if key else None,
-        publish=(lambda signed: send(("checkpoint", signed))) if settings["publish"] else None,
-        in_flight=lambda: in_flight[0],
+        publish=(lambda signed: _answer(pipe, ("checkpoint", signed)))
+        if settings["publish"]
+        else None,
         **settings["rest"],
     )
     try:
-        log.open()
+        db = log.connect()
     except Exception as exc:
         pipe.send(("error", str(exc) or type(exc).__name__))
         return
-    pending: set[asyncio.Task[None]] = set()
-
-    async def write(number: int, record: AuditRecord) -> None:
-        try:
-            await log.record(record)
-        except Exception as exc:
-            _send((number, str(exc) or type(exc).__name__))
-        else:
-            _send((number, None))
-
-    def receive() -> None:
-        while True:
-            try:
-                if not pipe.poll():
-                    return
-                message = pipe.recv()
-            except (EOFError, OSError):
-                message = None
-            if message is None:  # asked to stop, or the gateway is gone
-                stop()
-                return
-            number, record, in_flight[0] = message
-            task = loop.create_task(write(number, record))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-
-    def stop() -> None:
-        if loop.remove_reader(pipe.fileno()):  # False once stopped: SIGTERM, then the stop
-            loop.stop()
-
     # Ctrl-C reaches the whole process group: the gateway then closes this log itself. A
-    # SIGTERM stops taking rows, commits and answers those taken, and signs a last checkpoint.
+    # SIGTERM ends the wait below (its wake-up byte lands on `stopped`): the batch in hand is
+    # committed and answered, and a last checkpoint signed.
+    stopped, wake = socket.socketpair()
+    wake.setblocking(False)
+    signal.set_wakeup_fd(wake.fileno())
+    signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    loop.add_signal_handler(signal.SIGTERM, stop)
-    loop.add_reader(pipe.fileno(), receive)
+    delay = settings["rest"].get("commit_delay_ms", 0.0) / 1000
+    limits = (settings["batch_max_rows"], settings["batch_max_wait_ms"] / 1000, delay)
     pipe.send(("ready",))
-    try:
-        loop.run_forever()
-        if pending:  # what was sent before the stop is still committed and answered
-            loop.run_until_complete(asyncio.wait(pending))
-    finally:
-        log.close()  # signs a last checkpoint, sent back below
-        loop.run_until_complete(asyncio.sleep(0))
-        pipe.close()
-        loop.close()
+    ended = False
+    while not ended:
+        ready = wait([pipe, stopped], log.until_checkpoint())
+        if stopped in ready:
+            break
+        if not ready:  # a quiet log still gets its checkpoint on time
+            db = log.checkpoint_when_idle(db)
+            continue
+        batch, ended = take(pipe, *limits)
+        db = commit(log, db, batch, pipe)
+    log.finish(db)  # signs a last checkpoint, sent back on the pipe
+    pipe.close()
+
+
+def take(
+    pipe: Connection, max_rows: int, max_wait: float, delay: float
+) -> tuple[list[tuple[AuditRecord, int]], bool]:
+    """What the gateway has sent (up to `max_rows`, waiting at most `max_wait` s), then, as
+    the writer thread's group commit does, up to `delay` s more while the gateway has more
+    flows in flight than the batch holds. True with it: the pipe ended (a stop, or the
+    gateway is gone)."""
+    batch: list[tuple[AuditRecord, int]] = []
+    in_flight = 0  # the gateway's count, sent with each record
+    started = time.monotonic()
+    while len(batch) < max_rows:
+        if batch:
+            left = started + max_wait - time.monotonic()
+            if left <= 0 and delay and in_flight > len(batch):
+                left = started + delay - time.monotonic()
+            if not pipe.poll(max(left, 0.0)):
+                break
+        try:
+            message = pipe.recv()
+        except (EOFError, OSError):
+            return batch, True
+        if message is None:
+            return batch, True
+        number, record, in_flight = message
+        batch.append((record, number))
+    return batch, False
+
+
+def commit(
+    log: AuditLog,
+    db: sqlite_utils.Database | None,
+    batch: list[tuple[AuditRecord, int]],
+    pipe: Connection,
+) -> sqlite_utils.Database | None:
+    """One transaction for the batch (records with their numbers), one answer for it: each
+    number with None (durable) or why not. A record whose row cannot be made fails alone."""
+    answers: list[tuple[int, str | None]] = []
+
+    def refuse(item: tuple[AuditRecord, int], exc: Exception) -> None:
+        answers.append((item[1], str(exc) or type(exc).__name__))
+
+    made, rows, bodies = rows_of(batch, refuse)
+    log.failures += len(batch) - len(made)
+    error = None
+    if made:
+        try:
+            db = log.commit_rows(db, rows, bodies)
+        except Exception as exc:
+            db, error = None, str(exc) or type(exc).__name__
+    answers += [(number, error) for _, number in made]
+    if answers:
+        _answer(pipe, ("written", answers))
+    return db
+
+
+def _answer(pipe: Connection, message: tuple[Any, ...]) -> None:
+    with contextlib.suppress(OSError):  # the gateway is gone; no one waits for it
+        pipe.send(message)
