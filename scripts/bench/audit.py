@@ -7,7 +7,12 @@ writer process (`audit.writer`, default), checkpoints signed every `--checkpoint
 and appended to a directory sink. The product has no "audit off" switch (it fails closed
 without its audit); for this measurement only, the second gateway process gets a
 `sitecustomize.py` that makes `record` return at once (the writer process's and the thread's).
-Both run side by side against the same moto S3, interleaved round by round.
+Both run side by side against the same moto S3, interleaved round by round (each round runs
+both back to back, the order alternating); the ratio is the median of the rounds' own ratios.
+
+Before the gateways start, a second table: what one durable commit costs the writer and the
+whole machine (an fsync on a VM shows as interrupt work and as time the hypervisor takes),
+against the same commits without the fsync.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -51,14 +57,61 @@ def processes_cpu(pid: int) -> float:
     return total
 
 
+def machine_cpu_seconds() -> float:
+    """CPU time the whole machine spent busy (/proc/stat), including what the hypervisor took
+    (steal) and interrupt handling: where an fsync's cost shows beside the process's own."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def commit_cost(work: Path, rows: int) -> list[tuple[str, float, float]]:
+    """One flow's row, each in its own commit, as the writer makes them under light load:
+    the writer's CPU and the machine's per row, durable (`synchronous=FULL`, as shipped)
+    and, for comparison only, without the fsync."""
+    from tracegate.audit.bodies import body_record
+    from tracegate.audit.log import AuditLog, AuditRecord, rows_of
+
+    body = bench.sample_objects()[bench.KEY][0]
+    results = []
+    for label, pragma in (("durable (as shipped)", None), ("no fsync (comparison)", "NORMAL")):
+        log = AuditLog(work / f"commit-{len(results)}.sqlite3")
+        db = log.connect()
+        if pragma:
+            db.conn.execute(f"PRAGMA synchronous={pragma}")
+        records = [
+            AuditRecord(
+                flow_id=f"flow-{n}",
+                method="GET",
+                path=f"/traces/{bench.KEY}",
+                decision="allow",
+                reason="bench",
+                status=200,
+                body=body_record(f"flow-{n}", {}, 200, [], body, 1 << 20, 0.0, 0.0),
+            )
+            for n in range(rows)
+        ]
+        process, machine = time.process_time(), machine_cpu_seconds()
+        for record in records:
+            _, rows_made, bodies = rows_of([(record,)])
+            db = log.commit_rows(db, rows_made, bodies)
+        process, machine = time.process_time() - process, machine_cpu_seconds() - machine
+        log.finish(db)
+        results.append((label, process / rows * 1000, machine / rows * 1000))
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--checkpoint-rows", type=int, default=100)
+    parser.add_argument("--commit-rows", type=int, default=1000)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tracegate-bench-audit-"))
+    # First, alone on the machine: what one commit costs (the fsync's share of the gap).
+    costs = commit_cost(work, args.commit_rows)
     store = bench.LocalS3().start(log=work / "moto.log")
     issuer = bench.TokenIssuer()
     processes = []
@@ -129,6 +182,10 @@ def main() -> int:
             f"per round: {', '.join(f'{r:.0%}' for r in ratios)}. CPU: the gateway and its "
             "audit writer process."
         )
+        print(f"\none row per commit, {args.commit_rows} commits, before the gateways start")
+        print(f"{'commit':<24}{'writer CPU ms':>15}{'machine CPU ms':>16}")
+        for label, process, machine in costs:
+            print(f"{label:<24}{process:>15.2f}{machine:>16.2f}")
         return 0
     finally:
         for process in processes:
