@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
+import selectors
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -16,7 +21,7 @@ from tests.harness import audit_rows
 from tracegate.audit import AuditRecord, AuditWriteError
 from tracegate.audit.integrity import verify
 from tracegate.audit.keys import SigningKey, log_verifier
-from tracegate.audit.writer import ProcessAuditLog
+from tracegate.audit.writer import ProcessAuditLog, take
 
 ORIGIN = "tracegate.local/audit"
 REPO = Path(__file__).resolve().parents[1]
@@ -106,6 +111,73 @@ def test_a_dead_writer_process_denies_waiting_and_later_flows(tmp_path):
     assert [r["flow_id"] for r in audit_rows(tmp_path / "a.sqlite3")] == ["f1"]
 
 
+def test_a_batch_waits_for_the_gateways_flows_in_flight_and_a_flow_alone_never_waits():
+    ours, theirs = socket.socketpair()
+    gateway, child = Connection(ours.detach()), Connection(theirs.detach())
+    records = selectors.DefaultSelector()
+    records.register(child, selectors.EVENT_READ)
+
+    def send(n: int, in_flight: int) -> None:
+        gateway.send_bytes(pickle.dumps((n, record(n), in_flight)))
+
+    def two_more_later() -> None:
+        time.sleep(0.3)
+        send(1, 3)
+        send(2, 3)
+
+    try:
+        send(0, 3)  # three flows in flight: the batch waits (up to 30 s) for the other two
+        helper = threading.Thread(target=two_more_later)
+        helper.start()
+        batch, ended = take(child, records, 256, 0.0, 30.0)
+        helper.join()
+        assert [n for _, n in batch] == [0, 1, 2] and not ended
+        send(3, 1)  # alone: committed at once, not after the 30 s
+        started = time.monotonic()
+        batch, ended = take(child, records, 256, 0.0, 30.0)
+        assert [n for _, n in batch] == [3] and not ended
+        assert time.monotonic() - started < 10
+        gateway.send_bytes(pickle.dumps(None))  # the gateway's stop
+        assert take(child, records, 256, 0.0, 30.0) == ([], True)
+    finally:
+        gateway.close()
+        child.close()
+
+
+def test_sigterm_stops_the_writer_process_after_a_last_checkpoint(tmp_path):
+    key = tmp_path / "k.pem"
+    SigningKey.generate(key, ORIGIN)
+    published = []
+    log = ProcessAuditLog(
+        tmp_path / "a.sqlite3",
+        signing_key=SigningKey.load(key),
+        checkpoint_every_rows=1000,
+        publish=published.append,
+    )
+    log.open()
+    child = log._process.pid
+
+    async def scenario() -> None:
+        await asyncio.gather(*(log.record(record(n)) for n in range(3)))
+        assert not published  # 3 rows: no checkpoint due yet
+        os.kill(child, signal.SIGTERM)
+        for _ in range(300):  # its last checkpoint comes back, then the pipe ends
+            if not log.running:
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(AuditWriteError, match="not running"):
+            await log.record(record(4))
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        log.close()
+    assert gone(child)
+    assert [c.size for c in published] == [3]
+    result = verify(tmp_path / "a.sqlite3", log_verifier(str(key.with_name("k.pem.vkey")), None))
+    assert result.ok and result.rows == 3, result.problems
+
+
 def between_two_good_ones(log: ProcessAuditLog, broken: AuditRecord) -> list:
     """Record f1, `broken`, f2 at once; what each flow got."""
 
@@ -144,7 +216,7 @@ GATEWAY_KILLED = """
 import asyncio, sys
 sys.path.insert(0, {addons!r})
 from tracegate.audit import AuditRecord
-from tracegate.audit.writer import ProcessAuditLog
+from tracegate.audit.writer import ProcessAuditLog, take
 log = ProcessAuditLog({path!r})
 log.open()
 asyncio.run(log.record(AuditRecord("f1", "GET", "/t", "allow", "", 200)))
