@@ -240,13 +240,13 @@ def serve(pipe: Connection, settings: dict[str, Any]) -> None:
     """The child: batches read off the pipe, each committed by the writer thread's own step
     (`AuditLog.commit_rows`) and answered in one message once durable. One thread, no event
     loop: a batch costs one read wake-up and one answer, not a hand-over per row."""
-    key = settings["key"]
+    raw_key = settings["key"]
     log = AuditLog(
         settings["path"],
         settings["batch_max_rows"],
         settings["batch_max_wait_ms"],
         settings["busy_timeout_ms"],
-        signing_key=SigningKey(Ed25519PrivateKey.from_private_bytes(key)) if key else None,
+        signing_key=SigningKey(Ed25519PrivateKey.from_private_bytes(raw_key)) if raw_key else None,
         publish=(lambda signed: _answer(pipe, ("checkpoint", signed)))
         if settings["publish"]
         else None,
@@ -275,7 +275,7 @@ def serve(pipe: Connection, settings: dict[str, Any]) -> None:
     pipe.send(("ready",))
     ended = False
     while not ended:
-        ready = {key.fileobj for key, _ in either.select(log.until_checkpoint())}
+        ready = {found.fileobj for found, _ in either.select(log.until_checkpoint())}
         if stopped in ready:
             break
         if not ready:  # a quiet log still gets its checkpoint on time
