@@ -51,17 +51,27 @@ def gone(pid: int, seconds: float = 15) -> bool:
         time.sleep(0.05)
 
 
-def test_the_writer_process_commits_each_row_before_its_flow_goes_on(tmp_path):
-    key = tmp_path / "k.pem"
-    SigningKey.generate(key, ORIGIN)
-    published = []
+def signed_log(tmp_path: Path, every: int) -> tuple[ProcessAuditLog, list]:
+    """An opened writer process that signs a checkpoint every `every` rows; what it publishes."""
+    SigningKey.generate(tmp_path / "k.pem", ORIGIN)
+    published: list = []
     log = ProcessAuditLog(
         tmp_path / "a.sqlite3",
-        signing_key=SigningKey.load(key),
-        checkpoint_every_rows=50,
+        signing_key=SigningKey.load(tmp_path / "k.pem"),
+        checkpoint_every_rows=every,
         publish=published.append,
     )
     log.open()
+    return log, published
+
+
+def verified(tmp_path: Path):
+    """The audit file checked against the key `signed_log` made."""
+    return verify(tmp_path / "a.sqlite3", log_verifier(str(tmp_path / "k.pem.vkey"), None))
+
+
+def test_the_writer_process_commits_each_row_before_its_flow_goes_on(tmp_path):
+    log, published = signed_log(tmp_path, every=50)
     assert log.running and log.check()[0]
     child = log._process.pid
     assert child != os.getpid()
@@ -79,7 +89,7 @@ def test_the_writer_process_commits_each_row_before_its_flow_goes_on(tmp_path):
     assert gone(child)
     # Checkpoints signed in the child reach the gateway's publisher, the last one at close.
     assert published and published[-1].size == 120
-    result = verify(tmp_path / "a.sqlite3", log_verifier(str(key.with_name("k.pem.vkey")), None))
+    result = verified(tmp_path)
     assert result.ok, result.problems
     assert result.rows == 120 and result.checkpoints == len(published)
 
@@ -145,16 +155,7 @@ def test_a_batch_waits_for_the_gateways_flows_in_flight_and_a_flow_alone_never_w
 
 
 def test_sigterm_stops_the_writer_process_after_a_last_checkpoint(tmp_path):
-    key = tmp_path / "k.pem"
-    SigningKey.generate(key, ORIGIN)
-    published = []
-    log = ProcessAuditLog(
-        tmp_path / "a.sqlite3",
-        signing_key=SigningKey.load(key),
-        checkpoint_every_rows=1000,
-        publish=published.append,
-    )
-    log.open()
+    log, published = signed_log(tmp_path, every=1000)
     child = log._process.pid
 
     async def scenario() -> None:
@@ -174,7 +175,7 @@ def test_sigterm_stops_the_writer_process_after_a_last_checkpoint(tmp_path):
         log.close()
     assert gone(child)
     assert [c.size for c in published] == [3]
-    result = verify(tmp_path / "a.sqlite3", log_verifier(str(key.with_name("k.pem.vkey")), None))
+    result = verified(tmp_path)
     assert result.ok and result.rows == 3, result.problems
 
 
