@@ -83,6 +83,7 @@ def flow_record(n: int, body: bytes) -> AuditRecord:
         "GET", f"/traces/{bench.KEY}", [], {"host": "127.0.0.1", "accept": "*/*"}, []
     )
     headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+    digest = hashlib.sha256(body).hexdigest()  # nothing masked in this row's stand-in body
     return AuditRecord(
         flow_id=str(uuid.uuid4()),
         method="GET",
@@ -104,8 +105,8 @@ def flow_record(n: int, body: bytes) -> AuditRecord:
         bytes_upstream=len(body),
         bytes_returned=len(body),
         latency_ms=20.0,
-        upstream_sha256=hashlib.sha256(body).hexdigest(),
-        returned_sha256=hashlib.sha256(body).hexdigest(),
+        upstream_sha256=digest,
+        returned_sha256=digest,
         identity="oidc",
         body=body_record(str(n), request, 200, headers, body, 1 << 20, 0.0, 0.0),
     )
